@@ -1,0 +1,73 @@
+"""The usp-conformance command line (run as a real process where it matters)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conformance import cli
+from conformance.usp import records
+from conformance.usp.messages import request
+
+C, A = "proto::controller-1", "os::012345-ABC"
+
+
+def _record_bytes(**kw):
+    msg = request("get", {"param_paths": ["Device.DeviceInfo."]}, msg_id="m1")
+    return records.serialize(records.no_session_record(msg, to_id=kw.get("to", C),
+                                                       from_id=kw.get("frm", A)))
+
+
+def test_decode_binary_and_hex(tmp_path, capsys):
+    path = tmp_path / "rec.bin"
+    path.write_bytes(_record_bytes())
+    assert cli.main(["decode", str(path)]) == 0
+    assert "msg_type: GET" in capsys.readouterr().out
+    hexfile = tmp_path / "rec.hex"
+    hexfile.write_text(_record_bytes().hex(" ") + "\n")
+    assert cli.main(["decode", str(hexfile)]) == 0
+    assert 'from_id: "os::012345-ABC"' in capsys.readouterr().out
+
+
+def test_check_ok_and_failing(tmp_path, capsys):
+    good = tmp_path / "good.bin"
+    good.write_bytes(_record_bytes())
+    assert cli.main(["check", str(good), "--eut-endpoint-id", A]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(_record_bytes(frm="not an endpoint id"))
+    assert cli.main(["check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "record.from_id" in out
+
+
+def test_user_errors_are_one_line(tmp_path):
+    missing = tmp_path / "nope.bin"
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "decode", str(missing)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"usp-conformance: error: no such file: {missing} (give a file holding one USP Record, or -)"]
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\xff\xff\xff")
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "decode", str(junk)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "not a USP Record" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_odd_hex_and_no_command(tmp_path, capsys):
+    odd = tmp_path / "odd.hex"
+    odd.write_text("abc")
+    assert cli.main(["decode", str(odd)]) == 2
+    assert "odd number of hex digits" in capsys.readouterr().err
+    assert cli.main([]) == 2
+
+
+def test_console_script_installed():
+    proc = subprocess.run([sys.executable, "-c",
+                           "import importlib.metadata as m;"
+                           "print([e.value for e in m.entry_points(group='console_scripts')"
+                           " if e.name=='usp-conformance'])"],
+                          capture_output=True, text=True, timeout=60)
+    assert "conformance.cli:main" in proc.stdout
