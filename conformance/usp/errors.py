@@ -6,8 +6,8 @@ Holds every individually defined code (7000-7031 from the Messages chapter,
 TP-469's "an appropriate error code" wording.
 
 ``ErrorCode.applies_to`` convention. It holds request ``oneof`` names from
-``usp-msg-1-4.proto`` (see :data:`MESSAGE_KINDS`) plus three tokens taken
-from the table's Applicability column:
+``usp-msg-1-4.proto`` (see :data:`MESSAGE_KINDS`) plus tokens taken
+from the table's Applicability column (and one for Record errors):
 
 * ``"any"`` -- the table says "Any": every message kind.
 * ``"error"`` -- the table says "Error Message": the code is reported in

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from google.protobuf import unknown_fields
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from conformance.usp import endpoint, paths
@@ -33,7 +32,14 @@ from conformance.usp.records import (
     parse_record,
     record_kind,
 )
-from conformance.usp.schema import KNOWN_USP_VERSIONS, Msg, PayloadSARState, Record, msg_type_name
+from conformance.usp.schema import (
+    KNOWN_USP_VERSIONS,
+    Msg,
+    PayloadSARState,
+    Record,
+    is_repeated,
+    msg_type_name,
+)
 
 # TP-469 universal metric numbers.
 ENDPOINT_ID = 1
@@ -243,7 +249,7 @@ def _walk(msg: Message, location: str) -> Iterator[tuple[Message, str]]:
                 for key, item in value.items():
                     yield from _walk(item, f"{location}.{fd.name}[{key!r}]")
             continue
-        if fd.label == FieldDescriptor.LABEL_REPEATED:
+        if is_repeated(fd):
             for i, item in enumerate(value):
                 yield from _walk(item, f"{location}.{fd.name}[{i}]")
         else:
@@ -261,11 +267,21 @@ def _schema_violations(root: Message, location: str, requirement: str) -> Iterat
         for fd, value in msg.ListFields():
             if fd.enum_type is None:
                 continue
-            values = value if fd.label == FieldDescriptor.LABEL_REPEATED else [value]
+            values = value if is_repeated(fd) else [value]
             for v in values:
                 if fd.enum_type.values_by_number.get(v) is None:
                     yield Violation(SCHEMA, "R-ENC.2", f"{loc}.{fd.name}",
                                     f"{v} is not a value of {fd.enum_type.name}")
+        for fd in desc.fields:
+            # A singular sub-message that must carry a oneof, absent altogether
+            # (e.g. CreatedObjectResult without oper_status).
+            if (fd.message_type is not None and not is_repeated(fd)
+                    and fd.message_type.full_name in _REQUIRED_ONEOFS
+                    and fd.containing_oneof is None and not msg.HasField(fd.name)
+                    and desc.full_name not in ("usp.Msg",)):
+                yield Violation(SCHEMA, "R-ENC.3", f"{loc}.{fd.name}",
+                                f"{desc.name} has no {fd.name} "
+                                f"({_REQUIRED_ONEOFS[fd.message_type.full_name]} unset)")
         oneof = _REQUIRED_ONEOFS.get(desc.full_name)
         if oneof is not None and msg.WhichOneof(oneof) is None:
             # An empty Body/Record is reported by the header/body checks too;
@@ -283,7 +299,7 @@ def _path_violations(root: Message, location: str) -> list[Violation]:
         for fd, value in msg.ListFields():
             mode = _PATH_FIELDS.get((name, fd.name))
             if mode is not None:
-                values = list(value) if fd.label == FieldDescriptor.LABEL_REPEATED else [value]
+                values = list(value) if is_repeated(fd) else [value]
                 for i, text in enumerate(values):
                     where = f"{loc}.{fd.name}" + (f"[{i}]" if len(values) > 1 else "")
                     out += _judge_path(text, mode, where)
@@ -298,10 +314,10 @@ def _judge_path(text: str, mode: str, where: str) -> list[Violation]:
         problems = paths.validate_path(text, allow_search=False, allow_relative=True)
         return [Violation(PATH_GRAMMAR, "R-ARC.7", where, f"{text!r}: {p}") for p in problems]
     if mode == "supported":
-        problems = paths.validate_supported_path(text)
+        problems = paths.validate_path(text, allow_search=False, allow_supported=True)
         return [Violation(PATH_GRAMMAR, "R-ARC.7", where, f"{text!r}: {p}") for p in problems]
     # Search syntax in a reported path is judged by R-MSG.3 below, not as grammar.
-    problems = paths.validate_path(text, allow_search=True)
+    problems = paths.validate_path(text, allow_search=True, allow_supported=False)
     out = [Violation(PATH_GRAMMAR, "R-ARC.7", where, f"{text!r}: {p}") for p in problems]
     if mode == "reported" and not problems:
         out += [Violation(INSTANCE_NUMBERS, "R-MSG.3", where, f"{text!r}: {p}")

@@ -111,6 +111,9 @@ class PathError(ValueError):
         self.offset = offset
         super().__init__(f"{reason} (at offset {offset})")
 
+    def __reduce__(self) -> tuple[type[PathError], tuple[str, int]]:
+        return (PathError, (self.reason, self.offset))
+
 
 class PathKind(enum.Enum):
     """What a path addresses, as far as syntax can tell (see module doc)."""

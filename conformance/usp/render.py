@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from conformance.usp.records import MsgDecodeError, parse_msg, record_kind
-from conformance.usp.schema import Msg, Record, body_kind, msg_type_name
+from conformance.usp.schema import Msg, Record, body_kind, is_repeated, msg_type_name
 
 _HEX_LIMIT = 256  # bytes of an undecodable payload shown in renderings
 
@@ -126,7 +126,7 @@ def _paths_hint(kind: str, body: Message) -> str:
         return f"({sum(len(r.resolved_path_results) for r in body.req_path_results)} resolved)"
     if kind.endswith("_resp"):
         field = next(iter(body.DESCRIPTOR.fields), None)
-        if field is not None and field.label == field.LABEL_REPEATED:
+        if field is not None and is_repeated(field):
             return f"({len(getattr(body, field.name))} results)"
     return ""
 

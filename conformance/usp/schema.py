@@ -87,3 +87,11 @@ def body_kind(msg: Msg) -> tuple[str | None, str | None]:
         return "error", None
     inner_oneof = "req_type" if outer == "request" else "resp_type"
     return outer, getattr(msg.body, outer).WhichOneof(inner_oneof)
+
+
+def is_repeated(field: object) -> bool:
+    """Whether a FieldDescriptor is repeated (protobuf >= 6.32 deprecates ``label``)."""
+    flag = getattr(field, "is_repeated", None)
+    if isinstance(flag, bool):
+        return flag
+    return field.label == field.LABEL_REPEATED  # type: ignore[attr-defined]
