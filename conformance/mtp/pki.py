@@ -39,9 +39,10 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, TypeAlias, Union
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
@@ -97,7 +98,7 @@ NEGATIVE_VARIANTS: Final = (
 )
 
 KeyType: TypeAlias = Literal["ec", "rsa"]
-PrivateKey: TypeAlias = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _ORG: Final = "usp-conformance test PKI"
 _CN_MAX: Final = 64  # upper bound of X.520 commonName
 
@@ -219,7 +220,7 @@ def wrong_endpoint_id(endpoint_id: str) -> str:
     return f"{authority}::wrong-{instance}"
 
 
-def _signing_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _signing_hash(key: PrivateKey) -> hashes.SHA256:
     """Signature digest for every certificate (SHA-256 for both EC and RSA keys)."""
     return hashes.SHA256()
 
@@ -576,7 +577,7 @@ def load_credential(
 # --------------------------------------------------------------------------- TLS
 
 
-TrustItem: TypeAlias = Union[CA, Credential, x509.Certificate]
+TrustItem: TypeAlias = CA | Credential | x509.Certificate
 
 
 def _trust_pem(trust: Iterable[TrustItem]) -> str:
@@ -613,8 +614,9 @@ def ssl_context(
       server against ``trust`` unless ``verify=False`` (then any certificate is
       accepted and can still be read with :func:`peer_certificate`).
 
-    ``trust`` holds CAs (their root is trusted) or pinned certificates
-    (e.g. a self-signed peer).  Hostname checking is OFF by default because
+    ``trust`` holds CAs (their root is trusted) or certificates trusted as
+    they are (an intermediate CA, a pinned or self-signed peer certificate;
+    partial chains are allowed).  Hostname checking is OFF by default because
     the suite talks to loopback / lab addresses whose names rarely match the
     certificate; identity is checked at the USP layer through the Endpoint ID
     SAN (R-SEC.0a).  Pass ``check_hostname=True`` to enable it (client only).
@@ -643,6 +645,8 @@ def ssl_context(
         else:
             ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Any certificate in `trust` is an anchor, even an intermediate or a pinned leaf.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if trust:
         ctx.load_verify_locations(cadata=_trust_pem(trust))
     if credential is not None:
@@ -742,7 +746,7 @@ def validity_status(
 def _key_desc(cert: x509.Certificate) -> str:
     try:
         pub = cert.public_key()
-    except (ValueError, TypeError, NotImplementedError):  # unsupported algorithm
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return "unknown"
     if isinstance(pub, ec.EllipticCurvePublicKey):
         return f"ec-{pub.curve.name}"
@@ -767,7 +771,10 @@ def cert_summary(cert: x509.Certificate | bytes, *, now: _dt.datetime | None = N
             is_ca = bc.ca
         except x509.ExtensionNotFound:
             is_ca = False
-        sig_hash = c.signature_hash_algorithm
+        try:
+            sig_hash: hashes.HashAlgorithm | None = c.signature_hash_algorithm
+        except UnsupportedAlgorithm:
+            sig_hash = None
         summary: dict[str, Any] = {
             "subject": c.subject.rfc4514_string(),
             "issuer": c.issuer.rfc4514_string(),
@@ -788,7 +795,7 @@ def cert_summary(cert: x509.Certificate | bytes, *, now: _dt.datetime | None = N
         }
     except PKIError:
         raise
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PKIError(f"cannot summarise certificate: {exc}") from exc
     if now is not None:
         summary["status"] = validity_status(c, now)
@@ -824,9 +831,9 @@ def verify_chain(
             verified = builder.build_client_verifier().verify(leaf, list(intermediates))
             return list(verified.chain)
         try:
-            subject: verification.Subject = verification.IPAddress(ipaddress.ip_address(server_name))
+            subject: verification.Subject = x509.IPAddress(ipaddress.ip_address(server_name))
         except ValueError:
-            subject = verification.DNSName(server_name)
+            subject = x509.DNSName(server_name)
         return list(builder.build_server_verifier(subject).verify(leaf, list(intermediates)))
     except verification.VerificationError as exc:
         raise CertificateInvalid(str(exc)) from exc

@@ -173,8 +173,12 @@ class Entry:
         if decoded is not None and not isinstance(decoded, (dict, str)):
             raise TimelineFormatError("field 'decoded' must be an object, a string or null")
         seq = get("seq", (int,), required=False)
+        try:
+            t = float(get("t", (int, float)))
+        except OverflowError as exc:
+            raise TimelineFormatError("field 't' out of range") from exc
         return cls(
-            t=float(get("t", (int, float))),
+            t=t,
             wall=get("wall", (str,)),
             direction=direction,
             mtp=get("mtp", (str,)),
@@ -300,7 +304,7 @@ class Timeline:
         direction: str,
         mtp: str,
         conn_id: str | None = None,
-        raw: bytes | None = None,
+        raw: bytes | bytearray | memoryview | None = None,
         decoded: Decoded = None,
         note: str | None = None,
     ) -> Entry:
@@ -346,7 +350,7 @@ class Timeline:
         direction: str,
         mtp: str,
         conn_id: str | None = None,
-        raw: bytes | None = None,
+        raw: bytes | bytearray | memoryview | None = None,
         decoded: Decoded = None,
         note: str | None = None,
     ) -> concurrent.futures.Future[Entry]:
@@ -525,38 +529,27 @@ class Timeline:
         ``since`` to also reject matches recorded earlier (e.g. since the
         request was sent).
         """
-        cursor: Since = since
-        if cursor is None:
-            cursor = self._next_seq - 0.5  # sentinel handled below
+        base = where
+        if since is None:
+            start_seq = self._next_seq
+
+            def recorded_after_call(e: Entry) -> bool:
+                return e.seq >= start_seq and (base is None or bool(base(e)))
+
+            where = recorded_after_call
         try:
-            if since is None:
-                start_seq = self._next_seq
-                base = where
-
-                def after_call(e: Entry) -> bool:
-                    return e.seq >= start_seq and (base is None or bool(base(e)))
-
-                entry = await self.expect(
-                    kind,
-                    within=during,
-                    where=after_call,
-                    direction=direction,
-                    mtp=mtp,
-                    conn_id=conn_id,
-                )
-            else:
-                entry = await self.expect(
-                    kind,
-                    within=during,
-                    where=where,
-                    since=since,
-                    direction=direction,
-                    mtp=mtp,
-                    conn_id=conn_id,
-                )
+            entry = await self.expect(
+                kind,
+                within=during,
+                where=where,
+                since=since,
+                direction=direction,
+                mtp=mtp,
+                conn_id=conn_id,
+            )
         except TimelineTimeout:
             return
-        raise UnexpectedEntry(_describe(kind, direction, mtp, conn_id, where, since), entry)
+        raise UnexpectedEntry(_describe(kind, direction, mtp, conn_id, base, since), entry)
 
     def excerpt(self, around: Entry | float, before: int = 5, after: int = 5) -> list[Entry]:
         """Entries around an entry (it, ``before`` earlier and ``after`` later ones) or
@@ -621,7 +614,10 @@ def _describe(
 
 
 def parse_jsonl(text: str) -> list[Entry]:
-    """Entries from JSONL text (blank lines skipped); :class:`TimelineFormatError` with the line number otherwise."""
+    """Entries from JSONL text, blank lines skipped.
+
+    Raises :class:`TimelineFormatError` naming the first bad line.
+    """
     entries: list[Entry] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -631,7 +627,7 @@ def parse_jsonl(text: str) -> list[Entry]:
             entries.append(Entry.from_json(obj))
         except TimelineFormatError as exc:
             raise TimelineFormatError(f"line {lineno}: {exc}") from exc
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, RecursionError, OverflowError) as exc:
             raise TimelineFormatError(f"line {lineno}: invalid JSON: {exc}") from exc
     return entries
 

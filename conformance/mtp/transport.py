@@ -35,6 +35,8 @@ _conn_numbers = itertools.count(1)
 
 #: Default time allowed for a TLS handshake before it counts as failed.
 TLS_HANDSHAKE_TIMEOUT = 10.0
+#: StreamReader buffer limit (a USP Record may be large).
+STREAM_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass
@@ -84,20 +86,20 @@ def new_conn_id(mtp: str) -> str:
     return f"{mtp}-{next(_conn_numbers)}"
 
 
-def set_nodelay(writer: asyncio.StreamWriter) -> None:
-    """Disable Nagle on a TCP stream (no-op for Unix sockets)."""
-    sock = writer.get_extra_info("socket")
+def set_nodelay(stream: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
+    """Disable Nagle on a TCP stream or transport (no-op for Unix sockets)."""
+    sock = stream.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _peer_text(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
+def _peer_text(stream: asyncio.StreamWriter | asyncio.BaseTransport, default: str = "unix") -> str:
+    peer = stream.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = peer[0]
         return f"[{host}]:{peer[1]}" if ":" in str(host) else f"{host}:{peer[1]}"
-    return str(peer or "unix")
+    return str(peer or default)
 
 
 def _endpoint_ids_from_der(der: bytes | None) -> list[str]:
@@ -113,32 +115,48 @@ def _endpoint_ids_from_der(der: bytes | None) -> list[str]:
         return []
 
 
-async def _start_tls(conn: Connection, context: ssl.SSLContext, *, server_side: bool,
-                     server_hostname: str | None, timeout: float) -> bool:
-    """Upgrade ``conn`` to TLS; record the outcome; False when the handshake failed."""
-    conn.record("tls.handshake_start", direction="in" if server_side else "out")
-    try:
-        await asyncio.wait_for(
-            conn.writer.start_tls(context, server_hostname=None if server_side else server_hostname,
-                                  ssl_handshake_timeout=timeout),
-            timeout + 1.0)
-    except (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError, EOFError) as exc:
-        reason = getattr(exc, "reason", None) or type(exc).__name__
-        conn.record("tls.handshake_failed", direction="in" if server_side else "out",
+def _tls_failed(timeline: Timeline | None, mtp: str, conn_id: str, exc: BaseException, *,
+                direction: str) -> None:
+    if timeline is None:
+        return
+    reason = getattr(exc, "reason", None) or type(exc).__name__
+    timeline.record("tls.handshake_failed", direction=direction, mtp=mtp, conn_id=conn_id,
                     decoded={"reason": str(reason), "error": str(exc)[:300]},
                     note=f"TLS handshake failed: {reason}")
-        return False
-    ssl_obj = conn.writer.get_extra_info("ssl_object")
+
+
+def _tls_done(conn: Connection, ssl_obj: Any, *, direction: str) -> None:
     conn.tls = True
     if ssl_obj is not None:
         conn.peer_cert = ssl_obj.getpeercert() or None
         conn.peer_cert_der = ssl_obj.getpeercert(binary_form=True)
         conn.peer_endpoint_ids = _endpoint_ids_from_der(conn.peer_cert_der)
-    conn.record("tls.handshake_done", direction="in" if server_side else "out",
+    conn.record("tls.handshake_done", direction=direction,
                 decoded={"version": ssl_obj.version() if ssl_obj else None,
                          "cipher": ssl_obj.cipher()[0] if ssl_obj and ssl_obj.cipher() else None,
                          "peer_endpoint_ids": conn.peer_endpoint_ids})
-    return True
+
+
+_TLS_ERRORS = (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError, EOFError)
+
+
+class _Acceptor(asyncio.Protocol):
+    """Accepts a socket with reading paused, then hands it to :meth:`Server._run`.
+
+    Pausing in ``connection_made`` guarantees that no byte (e.g. a TLS
+    ClientHello) is consumed before the server decides between plain streams
+    and its own ``loop.start_tls`` handshake.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self.server._run(transport))
+        self.server._tasks.add(task)
+        task.add_done_callback(self.server._tasks.discard)
 
 
 class Server:
@@ -161,31 +179,59 @@ class Server:
 
     async def start_tcp(self, host: str = "127.0.0.1", port: int = 0) -> Server:
         """Listen on ``host:port`` (port 0: the OS picks; see :attr:`port`)."""
-        self._server = await asyncio.start_server(self._accept, host, port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Acceptor(self), host, port)
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         return self
 
     async def start_unix(self, path: str) -> Server:
         """Listen on a Unix domain socket path (UDS MTP)."""
-        self._server = await asyncio.start_unix_server(self._accept, path)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Acceptor(self), path)
         self.path = path
         return self
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        set_nodelay(writer)
-        conn = Connection(new_conn_id(self.mtp), self.mtp, reader, writer, _peer_text(writer),
-                          timeline=self.timeline)
-        self.connections[conn.conn_id] = conn
-        conn.record("conn.open", direction="in", decoded={"peer": conn.peer})
-        try:
-            if self.ssl_context is not None and not await _start_tls(
-                    conn, self.ssl_context, server_side=True, server_hostname=None,
-                    timeout=self.tls_handshake_timeout):
+    async def _run(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        set_nodelay(transport)
+        peer_text = _peer_text(transport, self.path or "unix")
+        conn_id = new_conn_id(self.mtp)
+        if self.timeline is not None:
+            self.timeline.record("conn.open", direction="in", mtp=self.mtp, conn_id=conn_id,
+                                 decoded={"peer": peer_text})
+        ssl_obj = None
+        if self.ssl_context is not None:
+            try:
+                tls_transport = await asyncio.wait_for(
+                    loop.start_tls(transport, protocol, self.ssl_context, server_side=True,
+                                   ssl_handshake_timeout=self.tls_handshake_timeout),
+                    self.tls_handshake_timeout + 1.0)
+            except _TLS_ERRORS as exc:
+                transport.close()
+                _tls_failed(self.timeline, self.mtp, conn_id, exc, direction="in")
+                if self.timeline is not None:
+                    self.timeline.record("conn.close", direction="in", mtp=self.mtp,
+                                         conn_id=conn_id)
                 return
+            if tls_transport is None:  # the peer vanished during the handshake
+                transport.close()
+                return
+            transport = tls_transport
+            protocol.connection_made(transport)
+            ssl_obj = transport.get_extra_info("ssl_object")
+        else:
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            transport.resume_reading()
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        conn = Connection(conn_id, self.mtp, reader, writer, peer_text, timeline=self.timeline)
+        if self.ssl_context is not None:
+            _tls_done(conn, ssl_obj, direction="in")
+        self.connections[conn.conn_id] = conn
+        try:
             await self.handler(conn)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -198,8 +244,6 @@ class Server:
             self.connections.pop(conn.conn_id, None)
             await conn.close()
             conn.record("conn.close", direction="in")
-            if task is not None:
-                self._tasks.discard(task)
 
     async def close(self) -> None:
         """Stop listening and close every open connection (idempotent)."""
@@ -240,11 +284,16 @@ async def open_connection(
     set_nodelay(writer)
     conn = Connection(new_conn_id(mtp), mtp, reader, writer, _peer_text(writer), timeline=timeline)
     conn.record("conn.open", direction="out", decoded={"peer": conn.peer})
-    if ssl_context is not None and not await _start_tls(
-            conn, ssl_context, server_side=False, server_hostname=server_hostname or host,
-            timeout=timeout):
-        await conn.close()
-        raise ConnectionError(f"{mtp}: TLS handshake with {host}:{port} failed")
+    if ssl_context is not None:
+        try:
+            await asyncio.wait_for(
+                writer.start_tls(ssl_context, server_hostname=server_hostname or host,
+                                 ssl_handshake_timeout=timeout), timeout + 1.0)
+        except _TLS_ERRORS as exc:
+            _tls_failed(timeline, mtp, conn.conn_id, exc, direction="out")
+            await conn.close()
+            raise ConnectionError(f"{mtp}: TLS handshake with {host}:{port} failed: {exc}") from None
+        _tls_done(conn, writer.get_extra_info("ssl_object"), direction="out")
     return conn
 
 
