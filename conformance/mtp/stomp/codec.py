@@ -27,6 +27,7 @@ from conformance.mtp.stomp.frames import (
     Frame,
     HeartBeat,
     StompDecodeError,
+    content_length_matches,
     escape_header,
     unescape_header,
 )
@@ -68,13 +69,8 @@ class StompDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as an event."""
+        """Bytes received but not yet returned as an event (0 between frames)."""
         return len(self._buf)
-
-    @property
-    def in_frame(self) -> bool:
-        """True while part of a frame has been received."""
-        return self._state != _IDLE or bool(self._buf)
 
     def feed(self, data: bytes) -> list[Event]:
         """Add ``data``; return every complete frame/heart-beat, in order."""
@@ -171,9 +167,11 @@ class StompDecoder:
         if length is not None:
             if not (length.isascii() and length.isdigit()):
                 raise self._error(f"invalid content-length {length[:40]!r}", 0)
-            self._content_length = int(length)
-            if self._body_start + self._content_length + 1 > self.max_frame_size:
+            # Compare digit counts first: int() refuses huge digit strings.
+            if (len(length.lstrip("0")) > len(str(self.max_frame_size))
+                    or self._body_start + int(length) + 1 > self.max_frame_size):
                 raise self._error("content-length exceeds max_frame_size", 0)
+            self._content_length = int(length)
         self._scan = self._body_start
 
     def _text(self, line: bytes, index: int) -> str:
@@ -207,12 +205,13 @@ class StompDecoder:
         return frame
 
 
-def decode_frame(data: bytes, **options: object) -> Frame:
+def decode_frame(data: bytes, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 unescape_connect: bool = False) -> Frame:
     """Decode exactly one frame (trailing EOLs allowed, nothing else)."""
-    decoder = StompDecoder(**options)  # type: ignore[arg-type]
+    decoder = StompDecoder(max_frame_size=max_frame_size, unescape_connect=unescape_connect)
     events = decoder.feed(data)
     frames = [e for e in events if isinstance(e, Frame)]
-    if decoder.in_frame:
+    if decoder.buffered:
         raise StompDecodeError("incomplete frame", offset=len(data))
     if len(frames) != 1 or not isinstance(events[0], Frame):
         raise StompDecodeError(f"expected one frame, got {len(frames)}")
@@ -305,6 +304,6 @@ def _check_encodable(frame: Frame, headers: list[tuple[str, str]], escape: bool,
     lengths = [v for n, v in headers if n == "content-length"]
     if not lengths and b"\x00" in frame.body:
         raise ValueError("body contains NUL: a content-length header is required")
-    if strict_length and lengths and lengths[0] != str(len(frame.body)):
+    if strict_length and lengths and not content_length_matches(lengths[0], frame.body):
         raise ValueError(f"content-length {lengths[0]!r} does not match the body "
                          f"({len(frame.body)} octets); pass content_length= to force it")

@@ -40,8 +40,9 @@ class StompDecodeError(ValueError):
     """Raised for bytes that are not a well-formed STOMP 1.2 frame stream.
 
     ``offset`` is a stream offset (bytes fed since the decoder was created):
-    the offending byte, or the start of the frame for header-section errors; ``events`` holds the frames and
-    heart-beats that a ``StompDecoder.feed`` call decoded before failing.
+    the offending byte, or the start of the frame for header-section errors.
+    ``events`` holds the frames and heart-beats that a ``StompDecoder.feed``
+    call decoded before failing.
     """
 
     def __init__(self, message: str, *, offset: int | None = None) -> None:
@@ -51,28 +52,30 @@ class StompDecodeError(ValueError):
         self.events: list[Frame | HeartBeat] = []
 
 
-@dataclass
+@dataclass(init=False)
 class Frame:
     """One STOMP frame.
 
     ``headers`` keeps wire order and duplicates; STOMP 1.2 says the first
     occurrence of a repeated header is the one that counts (see ``header``).
-    ``raw`` is the exact wire bytes (command up to and including the NUL) when
-    the frame came from the decoder; it is not part of equality.
+    A mapping is accepted too.  ``raw`` is the exact wire bytes (command up
+    to and including the NUL) when the frame came from the decoder; it is not
+    part of equality.
     """
 
     command: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes = b""
+    headers: list[tuple[str, str]]
+    body: bytes
     raw: bytes | None = field(default=None, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        given: Mapping[str, str] | Iterable[tuple[str, str]] = self.headers
-        if isinstance(given, Mapping):
-            self.headers = list(given.items())
-        else:
-            self.headers = [(str(n), str(v)) for n, v in given]
-        self.body = bytes(self.body)
+    def __init__(self, command: str,
+                 headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+                 body: bytes | bytearray = b"", raw: bytes | None = None) -> None:
+        self.command = command
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        self.headers = [(str(n), str(v)) for n, v in items]
+        self.body = bytes(body)
+        self.raw = raw
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Value of the first ``name`` header (names are case-sensitive)."""
@@ -129,3 +132,10 @@ def unescape_header(text: str) -> str:
         return _UNESCAPES[ch]
 
     return _UNESCAPE_RE.sub(repl, text)
+
+
+def content_length_matches(value: str, body: bytes) -> bool:
+    """Whether a ``content-length`` value is a decimal equal to ``len(body)``."""
+    digits = value.lstrip("0")
+    return (value.isascii() and value.isdigit() and len(digits) <= 20
+            and int(digits or "0") == len(body))
