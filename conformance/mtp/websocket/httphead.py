@@ -141,6 +141,8 @@ def _split_head(head: bytes) -> tuple[str, list[str], list[Violation]]:
 def _parse_fields(lines: list[str], violations: list[Violation]) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     for line in lines:
+        if not line:
+            continue  # only possible at the end of an unterminated head
         if line[:1] in (" ", "\t"):
             violations.append(Violation("RFC7230 3.2.4", f"obsolete line folding: {line!r}"))
             if headers:
