@@ -68,8 +68,12 @@ def expected_msg_type(msg: Msg) -> int | None:
 
 
 def complete_header(msg: Msg, *, msg_id: str | None = None,
-                    allocator: MsgIdAllocator | None = None) -> Msg:
-    """Fill a missing header.msg_type (from the body) and msg_id (given or allocated)."""
+                    allocator: MsgIdAllocator | None = None, require_id: bool = True) -> Msg:
+    """Fill a missing header.msg_type (from the body) and msg_id (given or allocated).
+
+    With ``require_id=False`` a msg_id may stay empty, for the sender (the
+    Controller) to allocate when it sends the message.
+    """
     if not msg.HasField("header") or not msg.header.msg_type:
         implied = expected_msg_type(msg)
         # ERROR is 0, the proto3 default: only an error body can mean it.
@@ -79,6 +83,8 @@ def complete_header(msg: Msg, *, msg_id: str | None = None,
         msg.header.msg_id = msg_id
     elif not msg.header.msg_id:
         if allocator is None:
+            if not require_id:
+                return msg
             raise MsgBuildError("message has no header.msg_id and no allocator was given")
         msg.header.msg_id = allocator.next()
     return msg
@@ -122,12 +128,16 @@ def msg_from_text(text: str, *, msg_id: str | None = None,
 
 def request(kind: str, fields: Mapping[str, Any] | Message | None = None, *,
             msg_id: str | None = None, allocator: MsgIdAllocator | None = None) -> Msg:
-    """Build a request Msg: ``request("get", {"param_paths": ["Device."]})``."""
+    """Build a request Msg: ``request("get", {"param_paths": ["Device."]})``.
+
+    Without ``msg_id`` or ``allocator`` the msg_id stays empty; the Controller
+    allocates one when it sends the message.
+    """
     if kind not in REQUEST_KINDS:
         raise MsgBuildError(f"unknown request {kind!r}; expected one of {sorted(REQUEST_KINDS)}")
     msg = Msg()
     _fill(getattr(msg.body.request, kind), fields)
-    return complete_header(msg, msg_id=msg_id, allocator=allocator)
+    return complete_header(msg, msg_id=msg_id, allocator=allocator, require_id=False)
 
 
 def response(kind: str, fields: Mapping[str, Any] | Message | None, *, msg_id: str) -> Msg:

@@ -182,3 +182,10 @@ def test_random_text_only_raises_build_error(text):
 
 def test_msg_id_placeholder_pattern():
     assert re.fullmatch(r"uspc-\d+", m.MsgIdAllocator().next())
+
+
+def test_request_without_id_leaves_it_for_the_sender():
+    msg = m.request("get", {"param_paths": ["Device."]})
+    assert msg.header.msg_id == "" and msg.header.msg_type == MsgType.GET
+    m.complete_header(msg, allocator=m.MsgIdAllocator("s"))
+    assert msg.header.msg_id == "s-1"
