@@ -79,6 +79,8 @@ class Connection:
 
 
 Handler = Callable[[Connection], Awaitable[None]]
+#: Called with (conn_id, peer) before any TLS; False refuses (closes) the connection.
+AcceptFilter = Callable[[str, str], bool]
 
 
 def new_conn_id(mtp: str) -> str:
@@ -164,8 +166,12 @@ class Server:
 
     def __init__(self, mtp: str, handler: Handler, *, ssl_context: ssl.SSLContext | None = None,
                  timeline: Timeline | None = None,
-                 tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT) -> None:
+                 tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+                 accept_filter: AcceptFilter | None = None) -> None:
         self.mtp = mtp
+        #: Runs before the TLS handshake: scenario hooks count and refuse
+        #: connection attempts here (reconnect back-off checks).
+        self.accept_filter = accept_filter
         self.handler = handler
         self.ssl_context = ssl_context
         self.timeline = timeline
@@ -202,6 +208,12 @@ class Server:
         if self.timeline is not None:
             self.timeline.record("conn.open", direction="in", mtp=self.mtp, conn_id=conn_id,
                                  decoded={"peer": peer_text})
+        if self.accept_filter is not None and not self.accept_filter(conn_id, peer_text):
+            transport.close()
+            if self.timeline is not None:
+                self.timeline.record("conn.close", direction="local", mtp=self.mtp,
+                                     conn_id=conn_id, note="refused by scenario")
+            return
         ssl_obj = None
         if self.ssl_context is not None:
             try:
@@ -233,8 +245,8 @@ class Server:
         self.connections[conn.conn_id] = conn
         try:
             await self.handler(conn)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass  # the peer went away (a TLS peer may do so uncleanly)
         except asyncio.CancelledError:
             raise
         except Exception:  # a broken handler must not kill the server

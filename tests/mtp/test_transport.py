@@ -143,3 +143,24 @@ def test_broken_handler_does_not_kill_server():
                 await conn.close()
             await tl.expect("conn.handler_error", within=STEP)
     asyncio.run(main())
+
+
+def test_accept_filter_refuses_before_tls(creds):
+    async def main():
+        tl = Timeline()
+        attempts = []
+
+        def refuse(conn_id, peer):
+            attempts.append(peer)
+            return False
+
+        sctx = pki.ssl_context("server", creds["server"], trust=[creds["ca"]])
+        server = await Server("test", _echo, ssl_context=sctx, timeline=tl,
+                              accept_filter=refuse).start_tcp()
+        async with server:
+            cctx = pki.ssl_context("client", creds["client"], trust=[creds["ca"]])
+            with pytest.raises(ConnectionError):
+                await open_connection("test", "127.0.0.1", server.port, ssl_context=cctx)
+            await tl.expect("conn.close", within=STEP, where=lambda e: e.note == "refused by scenario")
+        assert len(attempts) == 1 and not tl.filter(kind="tls.handshake_*", direction="in")
+    asyncio.run(main())
