@@ -1,0 +1,238 @@
+"""The suite's UNIX Domain Socket MTP endpoints: server, client and Binding.
+
+* :class:`UDSServer` listens on a socket path (R-UDS.2/3) for an agent that
+  acts as UDS client; :class:`UDSClient` connects to an agent that listens
+  (R-UDS.4).  Both run every connection through a :class:`~.peer.UDSPeer`
+  (handshake, frame recording, violations, scenario hooks).
+* :class:`UDSBinding` is the reference Controller's view: Records from a
+  handshaken peer go to the sink, ``send(data, to_id=...)`` frames a Record
+  for the connection whose Handshake carried ``to_id``.
+
+Sockets come from :mod:`conformance.mtp.transport`; timeline kinds are listed
+in :mod:`conformance.mtp.uds.peer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from typing import Self
+
+from conformance.mtp import transport
+from conformance.mtp.binding import Binding, BindingClosed, InboundRecord
+from conformance.mtp.timeline import Timeline
+from conformance.mtp.uds.codec import DEFAULT_MAX_FRAME_SIZE
+from conformance.mtp.uds.peer import MTP, UDSPeer, UDSScenario
+from conformance.mtp.uds.session import HANDSHAKE_TIMEOUT, UDSRole
+
+__all__ = ["UDSBinding", "UDSClient", "UDSEndpoint", "UDSServer"]
+
+
+class UDSEndpoint:
+    """State shared by the server and client: identity, peers, waiters, binding."""
+
+    role: UDSRole = UDSRole.SERVER
+
+    def __init__(self, path: str | os.PathLike[str], endpoint_id: str, *,
+                 timeline: Timeline | None = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 scenario: UDSScenario | None = None,
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be > 0")
+        self.path = os.fspath(path)
+        self.endpoint_id = endpoint_id
+        self.timeline = timeline
+        self.handshake_timeout = handshake_timeout
+        self.max_frame_size = max_frame_size
+        self.scenario = scenario or UDSScenario()
+        #: Every live connection by conn_id (handshaken or not).
+        self.connections: dict[str, UDSPeer] = {}
+        #: Handshaken connections by the peer's Endpoint ID (latest wins).
+        self.peers: dict[str, UDSPeer] = {}
+        self.binding = UDSBinding(self)
+        self._waiters: list[tuple[str | None, asyncio.Future[UDSPeer]]] = []
+
+    def set_scenario(self, scenario: UDSScenario | None) -> None:
+        """Deviations for the next connections/frames (None: behave normally)."""
+        self.scenario = scenario or UDSScenario()
+
+    async def wait_for_peer(self, endpoint_id: str | None = None, timeout: float = 10.0) -> UDSPeer:
+        """The open connection whose Handshake named ``endpoint_id`` (any if None),
+        waiting up to ``timeout`` s; raises :class:`TimeoutError`."""
+        found = self._find_peer(endpoint_id)
+        if found is not None:
+            return found
+        fut: asyncio.Future[UDSPeer] = asyncio.get_running_loop().create_future()
+        item = (endpoint_id, fut)
+        self._waiters.append(item)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no UDS handshake from {endpoint_id or 'any peer'} "
+                               f"within {timeout:g} s") from None
+        finally:
+            self._waiters.remove(item)
+
+    def _find_peer(self, endpoint_id: str | None) -> UDSPeer | None:
+        if endpoint_id is not None:
+            peer = self.peers.get(endpoint_id)
+            return peer if peer is not None and peer.is_open else None
+        return next((p for p in self.peers.values() if p.is_open), None)
+
+    async def close_peers(self, reason: str = "suite endpoint closed") -> None:
+        """Close every connection from our side."""
+        for peer in list(self.connections.values()):
+            await peer.close(reason)
+
+    # --- PeerOwner callbacks (used by UDSPeer) ---------------------------------
+
+    def _peer_handshaken(self, peer: UDSPeer) -> None:
+        peer_id = peer.peer_endpoint_id
+        assert peer_id is not None
+        self.peers[peer_id] = peer
+        for wanted, fut in self._waiters:
+            if (wanted is None or wanted == peer_id) and not fut.done():
+                fut.set_result(peer)
+
+    def _peer_closed(self, peer: UDSPeer) -> None:
+        self.connections.pop(peer.conn_id, None)
+        peer_id = peer.peer_endpoint_id
+        if peer_id is not None and self.peers.get(peer_id) is peer:
+            del self.peers[peer_id]
+
+    def _deliver(self, record: InboundRecord) -> None:
+        self.binding.deliver(record)
+
+
+class UDSServer(UDSEndpoint):
+    """Listening UDS endpoint (the agent under test is the UDS client)."""
+
+    role = UDSRole.SERVER
+
+    def __init__(self, path: str | os.PathLike[str], endpoint_id: str, *,
+                 timeline: Timeline | None = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 scenario: UDSScenario | None = None,
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        super().__init__(path, endpoint_id, timeline=timeline, handshake_timeout=handshake_timeout,
+                         scenario=scenario, max_frame_size=max_frame_size)
+        self._server: transport.Server | None = None
+
+    async def start(self) -> Self:
+        """Bind and listen on :attr:`path` (R-UDS.2); a stale socket file is replaced."""
+        self._server = transport.Server(MTP, self._handle, timeline=self.timeline)
+        await self._server.start_unix(self.path)
+        return self
+
+    async def _handle(self, conn: transport.Connection) -> None:
+        peer = UDSPeer(conn, UDSRole.SERVER, self)
+        self.connections[conn.conn_id] = peer
+        await peer.run()
+
+    async def close(self) -> None:
+        """Close all connections, stop listening and remove the socket file (idempotent)."""
+        await self.close_peers()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.stat(self.path).st_mode):
+                    os.unlink(self.path)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class UDSClient(UDSEndpoint):
+    """Connecting UDS endpoint (the agent under test listens on :attr:`path`)."""
+
+    role = UDSRole.CLIENT
+
+    def __init__(self, path: str | os.PathLike[str], endpoint_id: str, *,
+                 timeline: Timeline | None = None,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 scenario: UDSScenario | None = None,
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        super().__init__(path, endpoint_id, timeline=timeline, handshake_timeout=handshake_timeout,
+                         scenario=scenario, max_frame_size=max_frame_size)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def connect(self, timeout: float = 10.0) -> UDSPeer:
+        """Open a SOCK_STREAM connection (R-UDS.4) and start the handshake (R-UDS.16).
+
+        Returns at once with the running peer; await :meth:`wait_for_peer` or
+        ``peer.handshake_done`` for the server's Handshake.  Raises
+        ConnectionError when nothing listens on :attr:`path`.
+        """
+        conn = await transport.open_unix_connection(MTP, self.path, timeline=self.timeline,
+                                                    timeout=timeout)
+        peer = UDSPeer(conn, UDSRole.CLIENT, self)
+        self.connections[conn.conn_id] = peer
+        task = asyncio.get_running_loop().create_task(self._run(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return peer
+
+    async def _run(self, peer: UDSPeer) -> None:
+        try:
+            await peer.run()
+        finally:
+            peer.conn.record("conn.close", direction="out")
+
+    async def close(self) -> None:
+        """Close every connection this client opened (idempotent)."""
+        await self.close_peers()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class UDSBinding(Binding):
+    """The reference Controller's endpoint on a :class:`UDSServer` or :class:`UDSClient`.
+
+    Inbound Records carry ``meta={"peer_endpoint_id": ..., "role": ...}``.
+    :meth:`close` only detaches the Controller; the endpoint's owner stops
+    the socket.
+    """
+
+    mtp = MTP
+
+    def __init__(self, endpoint: UDSEndpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+        self.closed = False
+
+    def deliver(self, record: InboundRecord) -> None:
+        if not self.closed:
+            super().deliver(record)
+
+    async def send(self, data: bytes, *, to_id: str) -> None:
+        """Frame ``data`` as a USP Record TLV to the peer whose Handshake named ``to_id``."""
+        if self.closed:
+            raise BindingClosed("UDS binding is closed")
+        peer = self.endpoint.peers.get(to_id)
+        if peer is None or not peer.is_open:
+            raise BindingClosed(f"no handshaken UDS connection to {to_id!r}")
+        try:
+            await peer.send_record(bytes(data))
+        except (ConnectionError, RuntimeError) as exc:
+            raise BindingClosed(f"UDS connection to {to_id!r} lost: {exc}") from None
+
+    async def close(self) -> None:
+        self.closed = True
+        self.set_sink(None)
+
+    @property
+    def address(self) -> str:
+        return self.endpoint.path
