@@ -68,6 +68,7 @@ from conformance.mtp.stomp.heartbeat import (
 )
 from conformance.mtp.stomp.validate import usp_endpoint_id, validate
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 
 __all__ = ["MTP", "SERVER_NAME", "STOMPBroker", "STOMPScenario", "STOMPSession", "Subscription",
@@ -306,7 +307,7 @@ class STOMPBroker:
                               accept_filter=self._accept)
         self._sessions: dict[str, STOMPSession] = {}
         self._controllers: dict[str, STOMPBinding] = {}
-        self._waiters: list[tuple[str, asyncio.Future[STOMPSession]]] = []
+        self._changes = StateChanges()
         self._tasks: set[asyncio.Task[None]] = set()
         self._message_ids = itertools.count(1)
         #: ``time.monotonic()`` of every accepted connection, refused ones included.
@@ -340,9 +341,7 @@ class STOMPBroker:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(ConnectionError("STOMP broker closed"))
+        self._changes.close(ConnectionError("STOMP broker closed"))
 
     async def __aenter__(self) -> Self:
         return self
@@ -400,26 +399,13 @@ class STOMPBroker:
         Raises ``TimeoutError`` after ``timeout`` seconds, ``ConnectionError``
         if the broker is closed meanwhile.
         """
-        session = self.find_agent(endpoint_id)
-        if session is not None and session.subscriptions:
-            return session
-        fut: asyncio.Future[STOMPSession] = asyncio.get_running_loop().create_future()
-        waiter = (endpoint_id, fut)
-        self._waiters.append(waiter)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise TimeoutError(f"STOMP agent {endpoint_id!r} did not connect and subscribe "
-                               f"within {timeout:g}s") from None
-        finally:
-            self._waiters.remove(waiter)
+        def subscribed() -> STOMPSession | None:
+            session = self.find_agent(endpoint_id)
+            return session if session is not None and session.subscriptions else None
 
-    def _notify_waiters(self) -> None:
-        for endpoint_id, fut in self._waiters:
-            if not fut.done():
-                session = self.find_agent(endpoint_id)
-                if session is not None and session.subscriptions:
-                    fut.set_result(session)
+        return await self._changes.wait_until(
+            subscribed, timeout=timeout,
+            what=f"STOMP agent {endpoint_id!r} did not connect and subscribe")
 
     # ------------------------------------------------------------------ controllers
 
@@ -694,7 +680,7 @@ class STOMPBroker:
             task = asyncio.get_running_loop().create_task(self._heartbeats(session))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._notify_waiters()
+        self._changes.changed()
 
     def _authenticate(self, session: STOMPSession, frame: Frame) -> str | None:
         """None when accepted, else why not (R-STOMP.3, R-STOMP.34)."""
@@ -725,7 +711,7 @@ class STOMPBroker:
             await self._protocol_error(session, f"subscription id {sub_id[:60]!r} already in use",
                                        frame)
         session.subscriptions[sub_id] = Subscription(sub_id, dest, ack)
-        self._notify_waiters()
+        self._changes.changed()
 
     async def _on_unsubscribe(self, session: STOMPSession, frame: Frame) -> None:
         sub_id = frame.header("id")

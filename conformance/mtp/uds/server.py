@@ -23,6 +23,7 @@ from typing import Self
 from conformance.mtp import transport
 from conformance.mtp.binding import Binding, BindingClosed, InboundRecord
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.waiting import StateChanges
 from conformance.mtp.uds.codec import DEFAULT_MAX_FRAME_SIZE
 from conformance.mtp.uds.peer import MTP, UDSPeer, UDSScenario
 from conformance.mtp.uds.session import HANDSHAKE_TIMEOUT, UDSRole
@@ -53,7 +54,7 @@ class UDSEndpoint:
         #: Handshaken connections by the peer's Endpoint ID (latest wins).
         self.peers: dict[str, UDSPeer] = {}
         self.binding = UDSBinding(self)
-        self._waiters: list[tuple[str | None, asyncio.Future[UDSPeer]]] = []
+        self._changes = StateChanges()
 
     def set_scenario(self, scenario: UDSScenario | None) -> None:
         """Deviations for the next connections/frames (None: behave normally)."""
@@ -62,19 +63,9 @@ class UDSEndpoint:
     async def wait_for_peer(self, endpoint_id: str | None = None, timeout: float = 10.0) -> UDSPeer:
         """The open connection whose Handshake named ``endpoint_id`` (any if None),
         waiting up to ``timeout`` s; raises :class:`TimeoutError`."""
-        found = self._find_peer(endpoint_id)
-        if found is not None:
-            return found
-        fut: asyncio.Future[UDSPeer] = asyncio.get_running_loop().create_future()
-        item = (endpoint_id, fut)
-        self._waiters.append(item)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no UDS handshake from {endpoint_id or 'any peer'} "
-                               f"within {timeout:g} s") from None
-        finally:
-            self._waiters.remove(item)
+        return await self._changes.wait_until(
+            lambda: self._find_peer(endpoint_id), timeout=timeout,
+            what=f"no UDS handshake from {endpoint_id or 'any peer'}")
 
     def _find_peer(self, endpoint_id: str | None) -> UDSPeer | None:
         if endpoint_id is not None:
@@ -93,9 +84,7 @@ class UDSEndpoint:
         peer_id = peer.peer_endpoint_id
         assert peer_id is not None
         self.peers[peer_id] = peer
-        for wanted, fut in self._waiters:
-            if (wanted is None or wanted == peer_id) and not fut.done():
-                fut.set_result(peer)
+        self._changes.changed()
 
     def _peer_closed(self, peer: UDSPeer) -> None:
         self.connections.pop(peer.conn_id, None)

@@ -32,6 +32,7 @@ from typing import Any, Self
 
 from conformance.mtp.binding import Binding, BindingClosed
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 from conformance.usp.records import RecordDecodeError, parse_record
 
@@ -131,8 +132,7 @@ class WSServer:
         self._server = Server(MTP, self._handle, ssl_context=ssl_context, timeline=timeline,
                               accept_filter=self._accept)
         self._attempts_by_conn: dict[str, ConnectionAttempt] = {}
-        self._agent_waiters: list[tuple[str | None, asyncio.Future[WSPeer]]] = []
-        self._attempt_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._changes = StateChanges()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -162,9 +162,7 @@ class WSServer:
             open_peers = [p for p in self.peers.values() if p.is_open]
             await asyncio.gather(*(p.close(code, wait=1.0) for p in open_peers), return_exceptions=True)
         await self._server.close()
-        for _, fut in self._agent_waiters:
-            if not fut.done():
-                fut.set_exception(ConnectionError("WebSocket server closed"))
+        self._changes.close(ConnectionError("WebSocket server closed"))
 
     async def __aenter__(self) -> Self:
         return self
@@ -194,34 +192,16 @@ class WSServer:
         """The open connection of agent ``eid`` (any agent when None), waiting
         up to ``timeout`` seconds for it; raises TimeoutError (ConnectionError
         if the server is closed meanwhile)."""
-        found = self._live_agent(eid)
-        if found is not None:
-            return found
-        fut: asyncio.Future[WSPeer] = asyncio.get_running_loop().create_future()
-        entry = (eid, fut)
-        self._agent_waiters.append(entry)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            who = f"agent {eid}" if eid else "any agent"
-            raise TimeoutError(f"no WebSocket connection from {who} within {timeout:g}s") from None
-        finally:
-            self._agent_waiters.remove(entry)
+        who = f"agent {eid}" if eid else "any agent"
+        return await self._changes.wait_until(
+            lambda: self._live_agent(eid), timeout=timeout,
+            what=f"no WebSocket connection from {who}")
 
     async def wait_for_attempts(self, count: int, timeout: float = 10.0) -> list[ConnectionAttempt]:
         """Wait until ``count`` connection attempts were seen in total; returns them all."""
-        if len(self.connection_attempts) < count:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            entry = (count, fut)
-            self._attempt_waiters.append(entry)
-            try:
-                await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"{len(self.connection_attempts)} of {count} connection attempts within {timeout:g}s"
-                ) from None
-            finally:
-                self._attempt_waiters.remove(entry)
+        await self._changes.wait_until(
+            lambda: True if len(self.connection_attempts) >= count else None, timeout=timeout,
+            what=f"fewer than {count} connection attempts")
         return list(self.connection_attempts)
 
     # --- actions on agents' connections --------------------------------------
@@ -252,9 +232,7 @@ class WSServer:
             t = entry.t
         attempt = ConnectionAttempt(number, t, conn_id, peer)
         self.connection_attempts.append(attempt)
-        for count, fut in self._attempt_waiters:
-            if number >= count and not fut.done():
-                fut.set_result(None)
+        self._changes.changed()
         return attempt
 
     def _accept(self, conn_id: str, peer: str) -> bool:
@@ -368,9 +346,7 @@ class WSServer:
         peer.remote_eid = eid
         self.agents[eid] = peer
         peer.record("ws.agent", direction="local", decoded={"eid": eid, "source": source})
-        for wanted, fut in self._agent_waiters:
-            if (wanted is None or wanted == eid) and not fut.done():
-                fut.set_result(peer)
+        self._changes.changed()
 
     def _on_message(self, peer: WSPeer, msg: Message, received_at: float) -> None:
         if peer.remote_eid is None:
