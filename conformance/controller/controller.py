@@ -84,6 +84,8 @@ class Controller:
         self._rng = rng or random.Random()
         self._routes: dict[str, Binding] = {}
         self._sessions: dict[str, session.SessionContext] = {}
+        self._session_tasks: dict[str, asyncio.Task[None]] = {}
+        self._session_wake = asyncio.Event()
         self.received: list[Received] = []
         self._changed = asyncio.Event()
         self._waiters = 0
@@ -115,11 +117,35 @@ class Controller:
         """From now on talk to ``agent_id`` inside an E2E session context (R-E2E.*)."""
         ctx = session.SessionContext(self.endpoint_id, agent_id, config or session.SessionConfig(),
                                      rng=self._rng)
+        self.drop_session_context(agent_id)
         self._sessions[agent_id] = ctx
+        self._session_tasks[agent_id] = asyncio.get_running_loop().create_task(
+            self._session_timer(agent_id, ctx))
         return ctx
 
     def drop_session_context(self, agent_id: str) -> None:
+        """Go back to no_session_context Records for ``agent_id``."""
         self._sessions.pop(agent_id, None)
+        task = self._session_tasks.pop(agent_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _session_timer(self, agent_id: str, ctx: session.SessionContext) -> None:
+        """Time-driven session work: retransmit requests, expiry, retries (R-E2E.10, .16)."""
+        while self._sessions.get(agent_id) is ctx:
+            deadline = ctx.next_deadline()
+            self._session_wake.clear()
+            if deadline is None or deadline > time.monotonic():
+                wait = None if deadline is None else deadline - time.monotonic()
+                try:
+                    await asyncio.wait_for(self._session_wake.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+            for rec in session.outgoing_records(ctx.poll(time.monotonic())):
+                try:
+                    await self.send_record(rec, to=agent_id)
+                except (BindingClosed, ConnectionError, NoRoute):
+                    pass  # the MTP is down; the session retries on its own schedule
 
     # --- sending -------------------------------------------------------------
 
@@ -135,6 +161,8 @@ class Controller:
             recs = ctx.send(msg.SerializeToString(), now=time.monotonic())
         for rec in recs:
             await self.send_record(rec, to=agent, msg=msg)
+        if ctx is not None:
+            self._session_wake.set()
         return msg.header.msg_id
 
     async def send_record(self, rec: Record, *, to: str | None = None, msg: Msg | None = None) -> None:
@@ -197,6 +225,7 @@ class Controller:
             self._store(Received(rec, None, inbound, violations))
         for out in session.outgoing_records(events):
             self._spawn(self.send_record(out, to=rec.from_id))
+        self._session_wake.set()
 
     def _store(self, item: Received) -> None:
         item.index = len(self.received)
@@ -292,7 +321,9 @@ class Controller:
                                  decoded=decoded, note=self.endpoint_id)
 
     async def close(self) -> None:
-        """Detach from every binding."""
+        """Stop session timers and detach from every binding."""
+        for agent_id in list(self._session_tasks):
+            self.drop_session_context(agent_id)
         for binding in set(self._routes.values()):
             await binding.close()
         self._routes.clear()

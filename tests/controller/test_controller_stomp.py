@@ -97,16 +97,21 @@ async def _scenario(tmp_path, tls: bool) -> None:
 class SessionStompAgent(stomp.ConnectionListener):
     """stomp.py agent speaking inside an E2E session context with segmentation."""
 
-    def __init__(self, conn: stomp.Connection12, config) -> None:
+    def __init__(self, conn: stomp.Connection12, config, drop_first: bool = False) -> None:
         from conformance.usp import session
 
         self.session = session
         self.conn = conn
+        self.drop_first = drop_first
+        self.retransmit_requests: list[int] = []
         self.ctx = session.SessionContext(AGENT_ID, CTRL, config)
         self.violations: list[str] = []
 
     def _send(self, recs) -> None:
         for rec in recs:
+            if self.drop_first and rec.session_context.payload:
+                self.drop_first = False  # lose it on the wire: the controller must ask again
+                continue
             self.conn.send(destination=CTRL_DEST, body=records.serialize(rec),
                            headers={"content-type": "application/vnd.bbf.usp.msg",
                                     "reply-to-dest": AGENT_DEST})
@@ -120,6 +125,8 @@ class SessionStompAgent(stomp.ConnectionListener):
         for event in events:
             if isinstance(event, self.session.ProtocolViolation):
                 self.violations.append(event.reason)
+            if isinstance(event, self.session.RetransmitRequested):
+                self.retransmit_requests.append(event.sequence_id)
             if isinstance(event, self.session.MessageReceived):
                 msg = records.parse_msg(event.payload)
                 path = msg.body.request.get.param_paths[0]
@@ -131,19 +138,22 @@ class SessionStompAgent(stomp.ConnectionListener):
                 self._send(self.ctx.send(resp.SerializeToString(), now=time.monotonic()))
 
 
-def test_controller_session_context_with_segmentation_over_stomp():
+@pytest.mark.parametrize("lossy", [False, True], ids=["clean", "lost-segment"])
+def test_controller_session_context_with_segmentation_over_stomp(lossy):
+    """SAR across a real MTP; with a lost segment the Controller's session timer asks
+    for a retransmit (retransmit_id, R-E2E.16/.20) and the message still arrives."""
     from conformance.usp.session import SessionConfig
 
     async def main():
         tl = Timeline()
-        config = SessionConfig(max_record_size=512)
+        config = SessionConfig(max_record_size=512, retransmit_request_after=0.05)
         async with await STOMPBroker(timeline=tl).start() as broker:
             ctrl = Controller(CTRL, timeline=tl, default_timeout=STEP)
             ctrl.attach(broker.attach_controller(CTRL, CTRL_DEST), agent_id=AGENT_ID)
             ctx = ctrl.use_session_context(AGENT_ID, config)
             conn = stomp.Connection12([("127.0.0.1", broker.port)], heartbeats=(0, 0),
                                       auto_decode=False)
-            agent = SessionStompAgent(conn, config)
+            agent = SessionStompAgent(conn, config, drop_first=lossy)
             conn.set_listener("agent", agent)
             await asyncio.wait_for(asyncio.to_thread(
                 conn.connect, wait=True, headers={"endpoint-id": AGENT_ID}), STEP)
@@ -161,6 +171,7 @@ def test_controller_session_context_with_segmentation_over_stomp():
                 assert all(len(e.raw) <= 512 for e in segments_in + segments_out)
                 assert ctx.session_id is not None and agent.ctx.session_id == ctx.session_id
                 assert agent.violations == []
+                assert bool(agent.retransmit_requests) == lossy
                 assert [r for r in ctrl.received if r.msg is not None][-1].violations == []
             finally:
                 await asyncio.wait_for(asyncio.to_thread(conn.disconnect), STEP)
