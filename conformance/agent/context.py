@@ -14,7 +14,7 @@ Error Msg). They never touch sockets; the core sends what they return.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -47,11 +47,33 @@ class FullAccess:
 FULL_ACCESS = FullAccess()
 
 
+class Notifications(Protocol):
+    """The subscription engine (``conformance.agent.notify``) as handlers see it.
+
+    ValueChange, ObjectCreation and ObjectDeletion come from store change
+    events on their own; handlers report what the store cannot see.
+    """
+
+    def event(self, obj_path: str, event_name: str, params: dict[str, str]) -> None:
+        """An event happened (``Device.``, ``Boot!``, {...}): notify subscribers."""
+        ...
+
+    def operation_complete(self, obj_path: str, command_name: str, command_key: str, *,
+                           output_args: dict[str, str] | None = None,
+                           failure: tuple[int, str] | None = None) -> None:
+        """An (async) command finished: OperationComplete to subscribers."""
+        ...
+
+    def on_board_request(self, controller_path: str) -> None:
+        """Send an OnBoardRequest Notify to the controller at ``controller_path``."""
+        ...
+
+
 class Services(Protocol):
     """What handlers may ask the running agent to do (implemented by the agent runtime)."""
 
-    def notify(self, controller_id: str, msg: Msg) -> None:
-        """Queue a Notify request to a controller (retries and expiry are the engine's)."""
+    def run_async(self, job: Callable[[], Awaitable[None]], *, name: str) -> None:
+        """Run ``job`` on the agent's event loop (async commands, timers)."""
         ...
 
     def reboot(self, cause: str, command_key: str) -> None:
@@ -75,6 +97,7 @@ class AgentState:
     monotonic: Callable[[], float] = time.monotonic  # durations and timers
     supported_versions: tuple[str, ...] = ("1.0", "1.1", "1.2", "1.3", "1.4")
     services: Services | None = None
+    notifications: Notifications | None = None
 
 
 @dataclass
