@@ -106,6 +106,7 @@ from conformance.mtp.mqtt.topics import (
 )
 from conformance.mtp.mqtt.validate import Role, validate
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 from conformance.usp.records import RecordDecodeError, parse_record
 
@@ -291,9 +292,7 @@ class MQTTBroker:
         self._learned_topics: dict[str, str] = {}    # agent Endpoint ID -> its reply-to topic
         self._learned_clients: dict[str, str] = {}   # agent Endpoint ID -> Client Identifier
         self._wills: dict[str, asyncio.TimerHandle] = {}
-        self._client_waiters: list[tuple[ClientPredicate, asyncio.Future[MQTTClient]]] = []
-        self._sub_waiters: list[tuple[SubscriptionPredicate,
-                                      asyncio.Future[tuple[MQTTClient, ClientSubscription]]]] = []
+        self._changes = StateChanges()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._ids = itertools.count(1)
@@ -332,10 +331,7 @@ class MQTTBroker:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
-        for waiters in (self._client_waiters, self._sub_waiters):
-            for _, fut in waiters:
-                if not fut.done():
-                    fut.set_exception(ConnectionError("MQTT broker closed"))
+        self._changes.close(ConnectionError("MQTT broker closed"))
 
     async def __aenter__(self) -> Self:
         if not self.port:
@@ -417,18 +413,12 @@ class MQTTBroker:
         if the broker is closed meanwhile.
         """
         pred: ClientPredicate = which if callable(which) else (lambda c: c.matches(which))
-        for client in list(self._by_client_id.values()):
-            if pred(client):
-                return client
-        fut: asyncio.Future[MQTTClient] = asyncio.get_running_loop().create_future()
-        entry = (pred, fut)
-        self._client_waiters.append(entry)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no MQTT client {which!r} connected within {timeout:g}s") from None
-        finally:
-            self._client_waiters.remove(entry)
+
+        def connected() -> MQTTClient | None:
+            return next((c for c in list(self._by_client_id.values()) if pred(c)), None)
+
+        return await self._changes.wait_until(connected, timeout=timeout,
+                                              what=f"no MQTT client {which!r} connected")
 
     async def wait_for_subscription(self, which: str | SubscriptionPredicate,
                                     timeout: float = 10.0
@@ -441,41 +431,17 @@ class MQTTBroker:
         """
         pred: SubscriptionPredicate = which if callable(which) else (
             lambda c, s: s.topic_filter == which)
-        for client in list(self._by_client_id.values()):
-            if client.session is not None:
-                for sub in list(client.session.subscriptions.values()):
-                    if pred(client, sub):
-                        return client, sub
-        fut: asyncio.Future[tuple[MQTTClient, ClientSubscription]] = \
-            asyncio.get_running_loop().create_future()
-        entry = (pred, fut)
-        self._sub_waiters.append(entry)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise TimeoutError(f"no MQTT subscription {which!r} within {timeout:g}s") from None
-        finally:
-            self._sub_waiters.remove(entry)
 
-    def _notify_client(self, client: MQTTClient) -> None:
-        for pred, fut in tuple(self._client_waiters):
-            if not fut.done():
-                try:
-                    if pred(client):
-                        fut.set_result(client)
-                except Exception as exc:  # noqa: BLE001 - a bad predicate fails its own wait
-                    fut.set_exception(exc)
+        def subscribed() -> tuple[MQTTClient, ClientSubscription] | None:
+            for client in list(self._by_client_id.values()):
+                if client.session is not None:
+                    for sub in list(client.session.subscriptions.values()):
+                        if pred(client, sub):
+                            return client, sub
+            return None
 
-    def _notify_subscription(self, client: MQTTClient, subs: list[ClientSubscription]) -> None:
-        for pred, fut in tuple(self._sub_waiters):
-            for sub in subs:
-                if fut.done():
-                    break
-                try:
-                    if pred(client, sub):
-                        fut.set_result((client, sub))
-                except Exception as exc:  # noqa: BLE001
-                    fut.set_exception(exc)
+        return await self._changes.wait_until(subscribed, timeout=timeout,
+                                              what=f"no MQTT subscription {which!r}")
 
     # ------------------------------------------------------------------ controllers
 
@@ -900,7 +866,7 @@ class MQTTBroker:
             client.watchdog = None
         if present:
             await self._resume(client, session)
-        self._notify_client(client)
+        self._changes.changed()
 
     def _connack_properties(self, client: MQTTClient, p: Connect
                             ) -> tuple[Properties, dict[str, Any]]:
@@ -1201,7 +1167,7 @@ class MQTTBroker:
         for sub in retained_for:
             await self._send_retained(client, session, sub)
         if added:
-            self._notify_subscription(client, added)
+            self._changes.changed()
 
     async def _on_unsubscribe(self, client: MQTTClient, p: Unsubscribe) -> None:
         session = client.session
