@@ -52,6 +52,7 @@ class ExternalBrokerBinding(Binding):
     """A controller endpoint on an external MQTT broker (paho-mqtt client)."""
 
     mtp = MTP
+    owns_transport = False  # the operator's broker: packets are not observable
 
     def __init__(self, account: BrokerAccount, *, controller_topic: str,
                  agent_topics: dict[str, str] | None = None,

@@ -31,6 +31,9 @@ class InboundRecord:
 
 RecordSink = Callable[[InboundRecord], None]
 
+#: The verdict reason for packet-level MTP checks on an operator's broker.
+NOT_APPLICABLE_EXTERNAL = "not applicable in external-broker mode"
+
 
 class BindingClosed(ConnectionError):
     """A send was attempted on a binding whose MTP connection is gone."""
@@ -41,6 +44,10 @@ class Binding(abc.ABC):
 
     #: MTP name: "mqtt", "stomp", "websocket" or "uds".
     mtp: str = ""
+    #: True when the suite is the server end of the MTP and sees every packet;
+    #: False in external-broker mode, where packet-level MTP checks are not
+    #: applicable (see :data:`NOT_APPLICABLE_EXTERNAL`).
+    owns_transport: bool = True
 
     def __init__(self) -> None:
         self._sink: RecordSink | None = None

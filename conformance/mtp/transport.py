@@ -297,25 +297,34 @@ async def open_connection(
     conn = Connection(new_conn_id(mtp), mtp, reader, writer, _peer_text(writer), timeline=timeline)
     conn.record("conn.open", direction="out", decoded={"peer": conn.peer})
     if ssl_context is not None:
-        try:
-            await asyncio.wait_for(
-                writer.start_tls(ssl_context, server_hostname=server_hostname or host,
-                                 ssl_handshake_timeout=timeout), timeout + 1.0)
-        except _TLS_ERRORS as exc:
-            _tls_failed(timeline, mtp, conn.conn_id, exc, direction="out")
-            await conn.close()
-            raise ConnectionError(f"{mtp}: TLS handshake with {host}:{port} failed: {exc}") from None
-        _tls_done(conn, writer.get_extra_info("ssl_object"), direction="out")
+        await _client_tls(conn, ssl_context, server_hostname or host, timeout, f"{host}:{port}")
     return conn
 
 
-async def open_unix_connection(mtp: str, path: str, *, timeline: Timeline | None = None,
+async def open_unix_connection(mtp: str, path: str, *, ssl_context: ssl.SSLContext | None = None,
+                               timeline: Timeline | None = None,
                                timeout: float = 10.0) -> Connection:
-    """Connect to a Unix domain socket; raise ConnectionError on failure."""
+    """Connect to a Unix domain socket (TLS optional, R-UDS.23a); ConnectionError on failure."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
     except (OSError, asyncio.TimeoutError) as exc:
         raise ConnectionError(f"{mtp}: cannot connect to {path}: {exc or 'timeout'}") from None
     conn = Connection(new_conn_id(mtp), mtp, reader, writer, path, timeline=timeline)
     conn.record("conn.open", direction="out", decoded={"peer": path})
+    if ssl_context is not None:
+        await _client_tls(conn, ssl_context, None, timeout, path)
     return conn
+
+
+async def _client_tls(conn: Connection, context: ssl.SSLContext, server_hostname: str | None,
+                      timeout: float, where: str) -> None:
+    """Client-side TLS upgrade; a failure is recorded and raised as ConnectionError."""
+    try:
+        await asyncio.wait_for(
+            conn.writer.start_tls(context, server_hostname=server_hostname,
+                                  ssl_handshake_timeout=timeout), timeout + 1.0)
+    except _TLS_ERRORS as exc:
+        _tls_failed(conn.timeline, conn.mtp, conn.conn_id, exc, direction="out")
+        await conn.close()
+        raise ConnectionError(f"{conn.mtp}: TLS handshake with {where} failed: {exc}") from None
+    _tls_done(conn, conn.writer.get_extra_info("ssl_object"), direction="out")

@@ -112,14 +112,21 @@ def test_controller_as_ws_client_to_aiohttp_agent_server():
     asyncio.run(main())
 
 
-def test_controller_over_uds(tmp_path):
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_controller_over_uds(tmp_path, tls):
+    """UDS MTP, optionally with TLS over the socket (R-UDS.23a)."""
     async def main():
         tl = Timeline()
         path = str(tmp_path / "usp.sock")
-        async with await UDSServer(path, CTRL, timeline=tl).start() as server:
+        sctx = cctx = None
+        if tls:
+            ca = pki.make_ca("uds ca")
+            sctx = pki.ssl_context("server", pki.issue(ca, endpoint_id=CTRL), trust=[ca])
+            cctx = pki.ssl_context("client", pki.issue(ca, endpoint_id=AGENT_ID), trust=[ca])
+        async with await UDSServer(path, CTRL, timeline=tl, ssl_context=sctx).start() as server:
             ctrl = Controller(CTRL, timeline=tl, default_timeout=STEP)
             ctrl.attach(server.binding, agent_id=AGENT_ID)
-            async with UDSClient(path, AGENT_ID, timeline=tl) as agent:
+            async with UDSClient(path, AGENT_ID, timeline=tl, ssl_context=cctx) as agent:
                 def on_record(inbound):
                     reply = answer(inbound.data)
                     if reply is not None:
@@ -134,4 +141,7 @@ def test_controller_over_uds(tmp_path):
                 await ctrl.connect_record("uds_connect")
                 _assert_echo(await ctrl.request(messages.request("get", GET)))
                 assert tl.filter(kind="uds.handshake_done")
+                if tls:
+                    done = tl.filter(kind="tls.handshake_done", direction="in")
+                    assert done and done[0].decoded["peer_endpoint_ids"] == [AGENT_ID]
     asyncio.run(main())

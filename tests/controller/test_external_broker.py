@@ -94,6 +94,7 @@ async def _scenario(port: int, version: int, agent: PahoAgent) -> None:
         BrokerAccount("127.0.0.1", port, client_id="ctrl-1", mqtt_version=version),
         controller_topic=CTRL_TOPIC, agent_topics={AGENT: AGENT_TOPIC}, timeline=tl)
     await binding.start(timeout=STEP)
+    assert binding.owns_transport is False  # packet-level MTP checks: not applicable
     ctrl = Controller(CTRL, timeline=tl, default_timeout=STEP)
     ctrl.attach(binding, agent_id=AGENT)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import stat
 from typing import Self
 
@@ -40,11 +41,14 @@ class UDSEndpoint:
                  timeline: Timeline | None = None,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  scenario: UDSScenario | None = None,
-                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         if handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be > 0")
         self.path = os.fspath(path)
         self.endpoint_id = endpoint_id
+        #: Optional TLS over the socket (R-UDS.23a).
+        self.ssl_context = ssl_context
         self.timeline = timeline
         self.handshake_timeout = handshake_timeout
         self.max_frame_size = max_frame_size
@@ -105,14 +109,17 @@ class UDSServer(UDSEndpoint):
                  timeline: Timeline | None = None,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  scenario: UDSScenario | None = None,
-                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(path, endpoint_id, timeline=timeline, handshake_timeout=handshake_timeout,
-                         scenario=scenario, max_frame_size=max_frame_size)
+                         scenario=scenario, max_frame_size=max_frame_size,
+                         ssl_context=ssl_context)
         self._server: transport.Server | None = None
 
     async def start(self) -> Self:
         """Bind and listen on :attr:`path` (R-UDS.2); a stale socket file is replaced."""
-        self._server = transport.Server(MTP, self._handle, timeline=self.timeline)
+        self._server = transport.Server(MTP, self._handle, timeline=self.timeline,
+                                        ssl_context=self.ssl_context)
         await self._server.start_unix(self.path)
         return self
 
@@ -147,9 +154,11 @@ class UDSClient(UDSEndpoint):
                  timeline: Timeline | None = None,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
                  scenario: UDSScenario | None = None,
-                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+                 max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(path, endpoint_id, timeline=timeline, handshake_timeout=handshake_timeout,
-                         scenario=scenario, max_frame_size=max_frame_size)
+                         scenario=scenario, max_frame_size=max_frame_size,
+                         ssl_context=ssl_context)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self, timeout: float = 10.0) -> UDSPeer:
@@ -160,7 +169,7 @@ class UDSClient(UDSEndpoint):
         ConnectionError when nothing listens on :attr:`path`.
         """
         conn = await transport.open_unix_connection(MTP, self.path, timeline=self.timeline,
-                                                    timeout=timeout)
+                                                    ssl_context=self.ssl_context, timeout=timeout)
         peer = UDSPeer(conn, UDSRole.CLIENT, self)
         self.connections[conn.conn_id] = peer
         task = asyncio.get_running_loop().create_task(self._run(peer))
