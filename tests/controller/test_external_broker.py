@@ -8,6 +8,7 @@ mosquitto broker through :class:`ExternalBrokerBinding`.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import paho.mqtt.client as mqtt
@@ -95,6 +96,8 @@ async def _scenario(port: int, version: int, agent: PahoAgent) -> None:
         controller_topic=CTRL_TOPIC, agent_topics={AGENT: AGENT_TOPIC}, timeline=tl)
     await binding.start(timeout=STEP)
     assert binding.owns_transport is False  # packet-level MTP checks: not applicable
+    sock = binding._client.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     ctrl = Controller(CTRL, timeline=tl, default_timeout=STEP)
     ctrl.attach(binding, agent_id=AGENT)
     try:
