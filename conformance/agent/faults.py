@@ -14,6 +14,7 @@ the CLI lists and the self-test iterates.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,6 +29,18 @@ class Fault:
 
 
 REGISTRY: dict[str, Fault] = {}
+
+
+def catalogue() -> dict[str, Fault]:
+    """Every fault of the reference Agent: imports each agent module so that all
+    registrations have run (discovered, no list to maintain)."""
+    import pkgutil
+
+    import conformance.agent as package
+
+    for info in pkgutil.walk_packages(package.__path__, prefix="conformance.agent."):
+        importlib.import_module(info.name)
+    return dict(sorted(REGISTRY.items()))
 
 
 class UnknownFault(ValueError):
@@ -49,6 +62,8 @@ class FaultSet:
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         names = list(names)
+        if any(n not in REGISTRY for n in names):
+            catalogue()
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
             known = ", ".join(sorted(REGISTRY)) or "none registered"

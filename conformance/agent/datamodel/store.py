@@ -313,7 +313,14 @@ def default_value(pdef: ParamDef) -> str:
         return pdef.default.value
     if pdef.is_list:
         return ""
-    return TYPE_DEFAULTS.get(pdef.type, "")
+    zero = TYPE_DEFAULTS.get(pdef.type, "")
+    if pdef.ranges and pdef.type in ("int", "unsignedInt", "long", "unsignedLong", "decimal"):
+        low = pdef.ranges[0].min
+        inside = any((r.min is None or r.min <= 0) and (r.max is None or r.max >= 0)
+                     for r in pdef.ranges)
+        if not inside and low is not None:
+            return str(low)  # the type's zero is out of range: the smallest allowed value
+    return zero
 
 
 def _ends_with_instance(path: str) -> bool:
