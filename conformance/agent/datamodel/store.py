@@ -242,6 +242,11 @@ class Store:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback)
 
+    def emit(self, change: Change) -> None:
+        """Send a change event to the listeners (also used to replay the events of a
+        committed batch that ran quietly, see ``messages.write.Batch``)."""
+        self._emit(change)
+
     def _emit(self, change: Change) -> None:
         if self._muted:
             return
