@@ -226,6 +226,12 @@ class Store:
             raise StoreError(f"{obj_path} does not exist")
         return {name: self.get(obj_path + name) for name in obj.params}
 
+    def private(self, obj_path: str) -> dict[str, str]:
+        """Agent-internal values kept with an instance (keys start with ``#``): persisted
+        and deleted with it, never visible through USP (reads go through definitions)."""
+        values = self._objects.get(obj_path, {})
+        return {k: v for k, v in values.items() if k.startswith("#")}
+
     def set(self, param_path: str, value: str) -> str:
         """Store a value (no access or type check: the caller decides); return the old one."""
         old = self.get(param_path)
