@@ -121,12 +121,14 @@ class SessionStompAgent(stomp.ConnectionListener):
 
         rec = records.parse_record(frame.body)
         events = self.ctx.receive(rec, now=time.monotonic())
+        # Note retransmit requests before sending anything: the controller may
+        # finish (and the test assert) as soon as the resent segment arrives.
+        self.retransmit_requests += [e.sequence_id for e in events
+                                     if isinstance(e, self.session.RetransmitRequested)]
         self._send(self.session.outgoing_records(events))
         for event in events:
             if isinstance(event, self.session.ProtocolViolation):
                 self.violations.append(event.reason)
-            if isinstance(event, self.session.RetransmitRequested):
-                self.retransmit_requests.append(event.sequence_id)
             if isinstance(event, self.session.MessageReceived):
                 msg = records.parse_msg(event.payload)
                 path = msg.body.request.get.param_paths[0]
