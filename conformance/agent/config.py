@@ -2,6 +2,18 @@
 
 Two files:
 
+Run configuration (YAML)::
+
+    state_dir: state                 # where the data model persists (required)
+    factory_defaults: fd.yaml        # optional; default: the packaged one
+    faults: [msg.no_response]        # deliberate violations (usp-conformance agent --list-faults)
+    timeline: agent-timeline.jsonl   # optional: what the agent saw and sent
+    tls: {certificate: a.pem, private_key: a.key, trust: ca.pem}
+    values:                          # set on every boot, after the factory defaults
+      Device.MQTT.Client.1.BrokerPort: 1883
+
+The two kinds of file:
+
 * the **run configuration** (``usp-conformance agent --config FILE``): where
   the agent keeps its state, which factory-default file to use, which faults
   to commit, where to write its timeline;
@@ -54,6 +66,9 @@ class AgentConfig:
     faults: tuple[str, ...] = ()
     timeline: Path | None = None
     extra_values: Mapping[str, str] = field(default_factory=dict)  # applied after factory defaults
+    certificate: Path | None = None   # the agent's own certificate (PEM), for TLS MTPs
+    private_key: Path | None = None
+    trust: Path | None = None         # CA certificates the agent trusts (PEM)
 
     @property
     def state_file(self) -> Path:
@@ -65,7 +80,7 @@ def load_config(path: Path) -> AgentConfig:
     data = _read_yaml(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping with at least 'state_dir'")
-    known = {"state_dir", "factory_defaults", "faults", "timeline", "values"}
+    known = {"state_dir", "factory_defaults", "faults", "timeline", "values", "tls"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; "
@@ -79,7 +94,17 @@ def load_config(path: Path) -> AgentConfig:
     values = data.get("values") or {}
     if not isinstance(values, Mapping):
         raise ConfigError(f"{path}: 'values' must map parameter paths to values")
+    tls = data.get("tls") or {}
+    if not isinstance(tls, Mapping) or set(tls) - {"certificate", "private_key", "trust"}:
+        raise ConfigError(f"{path}: 'tls' takes certificate, private_key and trust (PEM files)")
+    if bool(tls.get("certificate")) != bool(tls.get("private_key")):
+        raise ConfigError(f"{path}: 'tls' needs both certificate and private_key")
+
+    def file(key: str) -> Path | None:
+        return (base / str(tls[key])).resolve() if tls.get(key) else None
+
     return AgentConfig(
+        certificate=file("certificate"), private_key=file("private_key"), trust=file("trust"),
         state_dir=(base / str(data["state_dir"])).resolve(),
         factory_defaults=(base / str(data["factory_defaults"])).resolve()
         if data.get("factory_defaults") else None,
