@@ -243,3 +243,54 @@ def test_factory_reset_and_persistence(tmp_path):
             await runtime.stop()
             await ctrl.close()
     asyncio.run(main())
+
+
+def test_session_context_and_untrusted_controller(tmp_path):
+    """E2E session context end to end (R-E2E.*) and an unknown controller getting the
+    Untrusted role (R-SEC.*): it may read the agent but not change it."""
+    from conformance.usp.session import SessionConfig
+
+    async def main():
+        tl = Timeline()
+        async with await STOMPBroker(timeline=tl).start() as broker:
+            values = {"Device.STOMP.Connection.1.Port": str(broker.port),
+                      "Device.STOMP.Connection.1.Enable": "true",
+                      "Device.LocalAgent.MTP.2.Enable": "true",
+                      "Device.LocalAgent.Controller.1.MTP.2.Enable": "true"}
+            ctrl = Controller(CTRL, timeline=tl, default_timeout=STEP)
+            ctrl.attach(broker.attach_controller(CTRL, "/queue/controller"), agent_id=AGENT)
+            stranger = Controller("proto::stranger", timeline=tl, default_timeout=STEP)
+            sb = broker.attach_controller("proto::stranger", "/queue/stranger")
+            stranger.attach(sb, agent_id=AGENT)
+            runtime = await AgentRuntime(_config(tmp_path, values)).start()
+            try:
+                await ctrl.connect_record("stomp_connect")
+                ctx = ctrl.use_session_context(AGENT, SessionConfig(max_record_size=600))
+                resp = await ctrl.request(messages.request("get", {"param_paths": [
+                    "Device.LocalAgent.", "Device.DeviceInfo."]}))
+                assert len(resp.body.response.get_resp.req_path_results) == 2
+                assert ctx.session_id is not None
+                kinds = {e.decoded.split("]")[0] for e in tl.filter(kind="usp.record", direction="in")}
+                assert "Record[session_context" in kinds  # answered inside the session (R-MSG.0a)
+                ctrl.drop_session_context(AGENT)
+                # The stranger: readable DeviceInfo, no writes.
+                read = await stranger.request(messages.request("get", {"param_paths": [
+                    "Device.DeviceInfo.SoftwareVersion"]}))
+                res = read.body.response.get_resp.req_path_results[0]
+                assert res.err_code == 0 and res.resolved_path_results
+                denied = await stranger.request(messages.request("set", {"update_objs": [{
+                    "obj_path": "Device.LocalAgent.Controller.1.",
+                    "param_settings": [{"param": "PeriodicNotifInterval", "value": "5",
+                                        "required": True}]}]}))
+                assert denied.body.WhichOneof("msg_body") == "error"
+                assert 7006 in {denied.body.error.err_code,
+                                *(p.err_code for p in denied.body.error.param_errs)}
+                ok = await ctrl.request(messages.request("set", {"update_objs": [{
+                    "obj_path": "Device.LocalAgent.Controller.1.",
+                    "param_settings": [{"param": "PeriodicNotifInterval", "value": "5"}]}]}))
+                assert ok.body.WhichOneof("msg_body") == "response"
+            finally:
+                await runtime.stop()
+                await ctrl.close()
+                await stranger.close()
+    asyncio.run(main())
