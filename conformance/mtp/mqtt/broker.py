@@ -106,6 +106,7 @@ from conformance.mtp.mqtt.topics import (
 )
 from conformance.mtp.mqtt.validate import Role, validate
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.scenario import ScenarioHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 from conformance.usp.records import RecordDecodeError, parse_record
@@ -256,7 +257,7 @@ ClientPredicate = Callable[[MQTTClient], bool]
 SubscriptionPredicate = Callable[[MQTTClient, ClientSubscription], bool]
 
 
-class MQTTBroker:
+class MQTTBroker(ScenarioHost[MQTTScenario]):
     """An MQTT 3.1.1 + 5.0 server on :class:`~conformance.mtp.transport.Server`.
 
     ``credentials`` maps User Name -> Password; when given, clients must
@@ -264,6 +265,8 @@ class MQTTBroker:
     certificate and sent no User Name.  ``ssl_context`` makes it an
     MQTT-over-TLS server (R-MQTT.48, TP-469 11.3).
     """
+
+    MTP_NAME = MTP
 
     def __init__(self, timeline: Timeline | None = None, ssl_context: ssl.SSLContext | None = None,
                  credentials: Mapping[str, str] | None = None, *,
@@ -342,31 +345,6 @@ class MQTTBroker:
         await self.close()
 
     # ------------------------------------------------------------------ scenario
-
-    @property
-    def scenario(self) -> MQTTScenario:
-        return self._scenario
-
-    @scenario.setter
-    def scenario(self, scenario: MQTTScenario) -> None:
-        self.set_scenario(scenario)
-
-    def set_scenario(self, scenario: MQTTScenario | None = None, **changes: Any) -> MQTTScenario:
-        """Replace the scenario, or change fields of the current one (``withhold_puback=True``)."""
-        new = dataclasses.replace(scenario or self._scenario, **changes)
-        self._scenario = new
-        self._action(None, "set", scenario=new.to_json())
-        return new
-
-    def _action(self, conn_id: str | None, action: str, **details: Any) -> None:
-        if self.timeline is not None:
-            self.timeline.record("mqtt.scenario", direction="local", mtp=MTP, conn_id=conn_id,
-                                 decoded={"action": action, **details}, note=action)
-
-    def _local(self, kind: str, conn_id: str | None, decoded: Any, note: str | None = None) -> None:
-        if self.timeline is not None:
-            self.timeline.record(kind, direction="local", mtp=MTP, conn_id=conn_id,
-                                 decoded=decoded, note=note)
 
     # ------------------------------------------------------------------ inspection
 

@@ -26,6 +26,7 @@ from conformance.mtp.mqtt.codec import encode
 from conformance.mtp.mqtt.constants import ProtocolVersion
 from conformance.mtp.mqtt.packets import Connect, Packet, Publish, Will
 from conformance.mtp.mqtt.summary import KINDS, packet_summary
+from conformance.mtp.scenario import ConnectionView
 from conformance.mtp.transport import Connection
 
 __all__ = ["NEVER_EXPIRES", "ClientSubscription", "Inflight", "MQTTClient", "MQTTSession",
@@ -143,7 +144,7 @@ class MQTTSession:
 
 
 @dataclass(eq=False)
-class MQTTClient:
+class MQTTClient(ConnectionView):
     """One client network connection and what was negotiated on it."""
 
     conn: Connection = field(repr=False)
@@ -179,23 +180,6 @@ class MQTTClient:
     #: (Response Topic, Record from_id) of the last Record learned from.
     learned: tuple[str, str] | None = field(default=None, repr=False)
     watchdog: asyncio.TimerHandle | None = field(default=None, repr=False)
-
-    @property
-    def conn_id(self) -> str:
-        return self.conn.conn_id
-
-    @property
-    def peer(self) -> str:
-        return self.conn.peer
-
-    @property
-    def tls(self) -> bool:
-        return self.conn.tls
-
-    @property
-    def peer_endpoint_ids(self) -> list[str]:
-        """Endpoint IDs of the TLS client certificate (empty without mutual TLS)."""
-        return list(self.conn.peer_endpoint_ids)
 
     @property
     def v5(self) -> bool:

@@ -68,6 +68,7 @@ from conformance.mtp.stomp.heartbeat import (
 )
 from conformance.mtp.stomp.validate import usp_endpoint_id, validate
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.scenario import ConnectionView, ScenarioHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 
@@ -153,7 +154,7 @@ class _Close(Exception):
 
 
 @dataclass(eq=False)
-class STOMPSession:
+class STOMPSession(ConnectionView):
     """One client connection: what it said at connect and what it subscribed to.
 
     ``heart_beat`` is the negotiated ``(client_to_server_ms,
@@ -180,23 +181,6 @@ class STOMPSession:
     last_rx: float = 0.0
     last_tx: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-
-    @property
-    def conn_id(self) -> str:
-        return self.conn.conn_id
-
-    @property
-    def peer(self) -> str:
-        return self.conn.peer
-
-    @property
-    def tls(self) -> bool:
-        return self.conn.tls
-
-    @property
-    def peer_endpoint_ids(self) -> list[str]:
-        """Endpoint IDs from the client certificate (empty without mutual TLS)."""
-        return list(self.conn.peer_endpoint_ids)
 
     @property
     def destinations(self) -> list[str]:
@@ -285,7 +269,7 @@ def _unescaped(value: str) -> str:
 # --------------------------------------------------------------------------- broker
 
 
-class STOMPBroker:
+class STOMPBroker(ScenarioHost[STOMPScenario]):
     """A STOMP 1.2 server on :class:`~conformance.mtp.transport.Server`.
 
     ``credentials`` maps login -> passcode; when given, clients must present
@@ -293,6 +277,8 @@ class STOMPBroker:
     and sent no login.  ``ssl_context`` makes it a STOMP-over-TLS server
     (R-STOMP.36; TP-469 6.11).
     """
+
+    MTP_NAME = MTP
 
     def __init__(self, timeline: Timeline | None = None, ssl_context: ssl.SSLContext | None = None,
                  credentials: Mapping[str, str] | None = None, *,
@@ -350,31 +336,6 @@ class STOMPBroker:
         await self.close()
 
     # ------------------------------------------------------------------ scenario
-
-    @property
-    def scenario(self) -> STOMPScenario:
-        return self._scenario
-
-    @scenario.setter
-    def scenario(self, scenario: STOMPScenario) -> None:
-        self.set_scenario(scenario)
-
-    def set_scenario(self, scenario: STOMPScenario | None = None, **changes: Any) -> STOMPScenario:
-        """Replace the scenario, or change fields of the current one (``withhold_receipts=True``)."""
-        new = dataclasses.replace(scenario or self._scenario, **changes)
-        self._scenario = new
-        self._action(None, "set", scenario=new.to_json())
-        return new
-
-    def _action(self, conn_id: str | None, action: str, **details: Any) -> None:
-        if self.timeline is not None:
-            self.timeline.record("stomp.scenario", direction="local", mtp=MTP, conn_id=conn_id,
-                                 decoded={"action": action, **details}, note=action)
-
-    def _local(self, kind: str, conn_id: str | None, decoded: Any, note: str | None = None) -> None:
-        if self.timeline is not None:
-            self.timeline.record(kind, direction="local", mtp=MTP, conn_id=conn_id,
-                                 decoded=decoded, note=note)
 
     # ------------------------------------------------------------------ inspection
 

@@ -51,7 +51,6 @@ from .peer import (
     MTP,
     WSPeer,
     WSScenario,
-    abort_connection,
     check_keepalive,
     deliver,
     read_handshake,
