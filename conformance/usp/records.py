@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
 
-from conformance.usp import schema
 from conformance.usp.schema import (
     USP_VERSION,
     DisconnectRecord,
