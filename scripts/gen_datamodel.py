@@ -66,6 +66,8 @@ class Overlay:
     file: str
     component: str
     mount: str = ""
+    #: The file ships with this script (our own additions), not with the BBF texts.
+    local: bool = False
 
 
 #: Newer component definitions; they win over BASE_FILE for what they cover.
@@ -77,6 +79,9 @@ OVERLAYS: tuple[Overlay, ...] = (
     Overlay("tr-181-2-19-softwaremodules-usp.xml", "SoftwareModulesUSP"),
     Overlay("tr-181-2-19-bulkdata.xml", "BulkData"),
     Overlay("tr-181-2-19-uspservices.xml", "USPServices"),
+    # Items of newer TR-181 releases that TP-469 uses (see the file's header).
+    Overlay("dm-additions.xml", "ControllerOnBoarding", "Device.LocalAgent.Controller.{i}.",
+            local=True),
 )
 
 
@@ -806,7 +811,8 @@ def _generate(reference: Path, base_file: str, overlays: Sequence[Overlay],
               selection: Sequence[Select], profiles: Sequence[str] | None,
               warnings: list[str] | None) -> Facts:
     base_root = _parse(reference / base_file)
-    overlay_roots = [(ov, _parse(reference / ov.file)) for ov in overlays]
+    overlay_roots = [(ov, _parse((Path(__file__).resolve().parent if ov.local else reference)
+                                 / ov.file)) for ov in overlays]
     types = DataTypes()
     types.add_document(base_root)
     for _, root in overlay_roots:

@@ -802,3 +802,12 @@ def test_validate_value_never_raises_near_miss(param: ParamDef, text: str) -> No
 def test_find_never_raises(text: str) -> None:
     found = load_definitions().find(text)
     assert found is None or isinstance(found, ObjectDef | ParamDef | CommandDef | EventDef)
+
+
+def test_project_additions_are_shipped():
+    """scripts/dm-additions.xml: newer-TR-181 items TP-469 1.101-1.103 use (Feature 42)."""
+    ctrl = load_definitions().object("Device.LocalAgent.Controller.{i}.")
+    assert ctrl.params["OnBoardingComplete"].type == "boolean"
+    assert ctrl.params["OnBoardingComplete"].default.value == "true"
+    assert ctrl.params["OnBoardingRestartTime"].type == "unsignedInt"
+    assert ctrl.params["OnBoardingRestartTime"].is_writable

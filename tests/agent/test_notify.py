@@ -9,14 +9,11 @@ clock handed to ``poll``, and every ``notify.*`` fault on and off.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +22,7 @@ from hypothesis import strategies as st
 from conformance.agent.context import AgentState
 from conformance.agent.core import AgentCore
 from conformance.agent.datamodel import load_definitions
-from conformance.agent.datamodel.defs import DataModel, Default, ParamDef
+from conformance.agent.datamodel.defs import DataModel
 from conformance.agent.datamodel.store import Store
 from conformance.agent.faults import REGISTRY, FaultSet
 from conformance.agent.notify import NotificationEngine, build, model, timing, trigger
@@ -112,26 +109,6 @@ class DenyNotify:
 
     def allows(self, kind: str, path: str, op: str) -> bool:
         return not (op == self.letter and self.needle in path)
-
-
-@lru_cache(maxsize=1)
-def onboarding_dm() -> DataModel:
-    """The shipped model plus Controller.{i}.OnBoardingComplete / OnBoardingRestartTime
-    (TR-181 2.17+; not in the 2.16 definitions the agent ships)."""
-    base = load_definitions()
-    objs = []
-    for obj in base:
-        if obj.path == CTRL + "{i}.":
-            params = dict(obj.params)
-            params["OnBoardingComplete"] = ParamDef(
-                "OnBoardingComplete", obj.path + "OnBoardingComplete", type="boolean",
-                access="readWrite", default=Default("object", "true"))
-            params["OnBoardingRestartTime"] = ParamDef(
-                "OnBoardingRestartTime", obj.path + "OnBoardingRestartTime", type="unsignedInt",
-                access="readWrite", default=Default("object", "0"))
-            obj = dataclasses.replace(obj, params=MappingProxyType(params))
-        objs.append(obj)
-    return DataModel(objs, model=base.model)
 
 
 # --- ValueChange (TP-469 1.52, 1.53, 1.84; R-NOT.7) ---------------------------------------
@@ -728,7 +705,7 @@ def test_on_board_request_faults():
 
 
 def test_onboarding_complete_and_restart_time():
-    env = Env(dm=onboarding_dm())
+    env = Env()
     ctrl = env.ctrls[0]
     env.store.set(ctrl + "OnBoardingRestartTime", "60")
     env.engine.on_board_request(ctrl)
@@ -743,14 +720,14 @@ def test_onboarding_complete_and_restart_time():
     env.engine.notify_resp(C1, again[0][2].header.msg_id)
     env.store.set(ctrl + "OnBoardingComplete", "true")
     assert env.advance(120) == []
-    env = Env(dm=onboarding_dm())  # TP-469 1.103: restart time 0
+    env = Env()  # TP-469 1.103: restart time 0
     env.engine.on_board_request(env.ctrls[0])
     env.engine.notify_resp(C1, env.flush()[0][1].header.msg_id)
     assert env.advance(120) == [] and env.engine.next_deadline() is None
 
 
 def test_boot_sends_on_board_request_while_onboarding_incomplete():  # R-NOT.5 (3)
-    env = Env(dm=onboarding_dm(), controllers=2)
+    env = Env(controllers=2)
     env.store.set(env.ctrls[1] + "OnBoardingComplete", "false")
     env.engine.boot("LocalReboot")
     n = only(env.flush(), C2)
