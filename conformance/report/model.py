@@ -115,6 +115,8 @@ class RunResult:
         cases = []
         for c in data.get("cases", []):
             c = dict(c)
+            if c.get("verdict") not in VERDICTS:
+                raise ValueError(f"case {c.get('case_id')!r}: unknown verdict {c.get('verdict')!r}")
             c["metrics"] = [MetricResult(**m) for m in c.get("metrics", [])]
             cases.append(CaseResult(**c))
         return cls(eut=EUTInfo(**data.get("eut", {})), cases=cases,
