@@ -1,12 +1,33 @@
-"""pytest plugin entry point (``pytest11``) of usp-conformance.
+"""pytest plugin (entry point ``pytest11``): conformance cases as pytest items.
 
-It registers the markers that conformance cases carry. Collection of case
-files, the ``--usp-*`` options, verdicts and reports are added by the case
-engine (see ARCHITECTURE.md); until then this module only declares markers,
-so that loading the plugin never changes an unrelated pytest run.
+Case files (``testcases/**/<id>-<slug>.yaml``) are collected when they sit
+below a directory named ``testcases`` (or the ``--usp-cases`` directory)
+and are validated at collection (:mod:`conformance.cases.loader`). Each case
+is one :class:`CaseItem` with markers ``usp_case``, ``usp_section``,
+``usp_feature`` and ``usp_mandatory``.
+
+Verdicts map to pytest outcomes so that ordinary pytest tooling reads them
+right: the case runs in the item's *setup*, so a suite/setup error is a
+pytest ERROR; an EUT failure is a FAILED test whose report shows the failed
+metric with expected vs observed; a not-applicable case is SKIPPED with the
+Feature ID it needs; ``warn`` passes with a warning. Results go to the
+reports (HTML self-assessment, JSON summary, JUnit XML) at the end of the
+session, and the exit status is 0 (all applicable cases passed), 1 (an EUT
+failure) or 2 (a suite or setup error).
+
+Every ``--usp-*`` option has an ini twin (``usp_*``); the configuration is
+read once into a frozen :class:`USPOptions`.
 """
 
 from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +38,275 @@ MARKERS = (
     "usp_mandatory: a mandatory TP-469 case",
 )
 
+#: (option, ini name, help, default)
+OPTIONS = (
+    ("--usp-eut", "usp_eut", "EUT profile (YAML); none: the built-in reference agent", ""),
+    ("--usp-mtp", "usp_mtp", "MTP to test over (mqtt, mqtt311, stomp, websocket, uds)", "mqtt"),
+    ("--usp-reports", "usp_reports", "directory for reports", "reports"),
+    ("--usp-cases", "usp_cases", "directory holding case files", ""),
+    ("--usp-fault", "usp_fault", "built-in agent only: faults to commit (comma separated)", ""),
+    ("--usp-features", "usp_features",
+     "built-in agent only: Feature IDs it claims (comma separated; default: its profile)", ""),
+    ("--usp-include-deprecated", "usp_include_deprecated", "also run deprecated cases", "false"),
+)
+
+
+class USPWarning(UserWarning):
+    """A SHOULD-level observation about the EUT."""
+
+
+@dataclass(frozen=True)
+class USPOptions:
+    """The suite's configuration, read once per session."""
+
+    eut: str
+    mtp: str
+    reports: Path
+    cases: str
+    faults: tuple[str, ...]
+    features: tuple[int, ...] | None
+    include_deprecated: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> USPOptions:
+        def get(name: str) -> str:
+            # The command-line option (dest == ini name) wins over the ini value.
+            opt = config.getoption(name, default=None)
+            value = opt if opt not in (None, "") else config.getini(name)
+            return str(value or "")
+
+        features = get("usp_features")
+        return cls(
+            eut=get("usp_eut"), mtp=get("usp_mtp") or "mqtt",
+            reports=Path(get("usp_reports") or "reports"), cases=get("usp_cases"),
+            faults=tuple(f for f in get("usp_fault").split(",") if f),
+            features=tuple(int(f) for f in features.split(",") if f.strip()) if features else None,
+            include_deprecated=get("usp_include_deprecated").lower() in ("1", "true", "yes"),
+        )
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("usp-conformance")
+    for option, ini, help_text, default in OPTIONS:
+        if option == "--usp-include-deprecated":
+            group.addoption(option, action="store_true", default=None, help=help_text)
+        else:
+            group.addoption(option, default=None, help=f"{help_text} (ini: {ini})")
+        parser.addini(ini, help=help_text, default=default)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
+    config.stash[_OPTIONS] = USPOptions.from_config(config)
+    config.stash[_SESSION] = _RunState()
+
+
+_OPTIONS = pytest.StashKey[USPOptions]()
+_SESSION = pytest.StashKey["_RunState"]()
+
+
+class _RunState:
+    """Per-session state: the event loop, the environment and the results."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.env: Any = None
+        self.env_error: str | None = None
+        self.results: list[Any] = []
+        self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.profile: Any = None
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix != ".yaml" or file_path.name.startswith("_"):
+        return None
+    opts = parent.config.stash[_OPTIONS]
+    root = Path(opts.cases).resolve() if opts.cases else None
+    inside = (root is not None and root in file_path.resolve().parents) or \
+        "testcases" in file_path.parts
+    if not inside:
+        return None
+    return CaseFile.from_parent(parent, path=file_path)
+
+
+class CaseFile(pytest.File):
+    """One case file: validated at collection, yields one :class:`CaseItem`."""
+
+    def collect(self) -> list[pytest.Item]:
+        from conformance.cases.loader import load_case
+        from conformance.cases.schema import CaseSchemaError
+
+        try:
+            case = load_case(self.path)
+        except CaseSchemaError as exc:
+            raise CaseCollectionError(str(exc)) from None
+        item = CaseItem.from_parent(self, name=f"{case.case_id} {case.title}", case=case)
+        item.add_marker(pytest.mark.usp_case(case.case_id))
+        item.add_marker(pytest.mark.usp_section(case.case_id.split(".")[0]))
+        if case.feature_ids:
+            item.add_marker(pytest.mark.usp_feature(*case.feature_ids))
+        if case.mandatory:
+            item.add_marker(pytest.mark.usp_mandatory)
+        return [item]
+
+
+class CaseCollectionError(Exception):
+    """A case file that does not follow the format (shown as a one-line collection error)."""
+
+
+class CaseFailed(Exception):
+    """The EUT broke a metric."""
+
+
+class SuiteError(Exception):
+    """The suite or the setup broke (never an EUT failure)."""
+
+
+class CaseItem(pytest.Item):
+    """One conformance case."""
+
+    def __init__(self, *, case: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.result: Any = None
+
+    def setup(self) -> None:
+        state = self.config.stash[_SESSION]
+        opts = self.config.stash[_OPTIONS]
+        reason = _not_applicable(self.case, opts, state)
+        if reason is not None:
+            self.result = _skip_result(self.case, reason)
+            state.results.append(self.result)
+            pytest.skip(reason)
+        env = _environment(self.config)
+        from conformance.cases.runner import CaseRunner
+
+        assert state.loop is not None
+        self.result = state.loop.run_until_complete(CaseRunner(self.case, env).run())
+        state.results.append(self.result)
+        if self.result.verdict == "error":
+            raise SuiteError(self.result.reason)
+
+    def runtest(self) -> None:
+        if self.result.verdict == "fail":
+            raise CaseFailed(self.result.reason)
+        for note in self.result.warnings:
+            warnings.warn(USPWarning(note), stacklevel=1)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, (CaseFailed, SuiteError)) and self.result is not None:
+            return _explain(self.result)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"TP-469 {self.case.case_id}: {self.case.title}"
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed and isinstance(getattr(report, "longrepr", None), object):
+        text = str(report.longrepr)
+        if "CaseCollectionError" in text:
+            line = text.strip().splitlines()[-1]
+            report.longrepr = line.split("CaseCollectionError: ", 1)[-1]
+
+
+def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None:
+    if case.functionality == "deprecated" and not opts.include_deprecated:
+        return f"TP-469 {case.case_id} is deprecated (run with --usp-include-deprecated)"
+    if case.functionality == "future":
+        return f"TP-469 {case.case_id} is marked for future work"
+    supported = _features(opts, state)
+    missing = [f for f in case.feature_ids if f not in supported]
+    if missing:
+        names = ", ".join(f"Feature ID {f}" for f in missing)
+        return f"not applicable: the EUT does not support {names}"
+    if case.mtps and opts.mtp.rstrip("311") not in case.mtps and opts.mtp not in case.mtps:
+        return f"not applicable over {opts.mtp}: the case is about {', '.join(case.mtps)}"
+    return None
+
+
+def _features(opts: USPOptions, state: _RunState) -> set[int]:
+    if opts.features is not None:
+        return set(opts.features)
+    return set(BUILTIN_FEATURES)
+
+
+#: Feature IDs the built-in reference agent supports (TP-469 intro table).
+BUILTIN_FEATURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 24, 25, 26, 27, 28,
+                    30, 31, 35, 36, 37, 38, 39, 40, 42)
+
+
+def _environment(config: pytest.Config) -> Any:
+    state = config.stash[_SESSION]
+    if state.env_error is not None:
+        raise SuiteError(state.env_error)
+    if state.env is not None:
+        return state.env.environment
+    opts = config.stash[_OPTIONS]
+    from conformance.cases.environment import BuiltinSettings, RunEnvironment
+    from conformance.cases.runner import SuiteError as RunnerError
+
+    if opts.eut:
+        state.env_error = ("EUT profiles are not wired into runs yet: run without --usp-eut to "
+                           "use the built-in reference agent")
+        raise SuiteError(state.env_error)
+    state.loop = asyncio.new_event_loop()
+    env = RunEnvironment(BuiltinSettings(mtp=opts.mtp, faults=opts.faults))
+    try:
+        state.env = state.loop.run_until_complete(env.__aenter__())
+    except (RunnerError, OSError, ValueError) as exc:
+        state.env_error = f"could not start the test environment: {exc}"
+        raise SuiteError(state.env_error) from None
+    return state.env.environment
+
+
+def _skip_result(case: Any, reason: str) -> Any:
+    from conformance.report.model import CaseResult
+
+    return CaseResult(case_id=case.case_id, title=case.title, section=case.section,
+                      functionality=case.functionality, verdict="skip", reason=reason,
+                      feature_ids=list(case.feature_ids), requirements=list(case.requirements))
+
+
+def _explain(result: Any) -> str:
+    lines = [f"TP-469 {result.case_id} {result.verdict.upper()}: {result.reason}"]
+    for metric in result.failed_metrics:
+        lines.append(f"  metric {metric.number}: {metric.text}")
+        lines.append(f"    {metric.message}")
+        lines.append("    expected: " + json.dumps(metric.expected, default=str)[:2000])
+        lines.append("    observed: " + json.dumps(metric.observed, default=str)[:2000])
+    if result.messages:
+        lines.append("  messages:")
+        lines += ["    " + m.replace("\n", "\n    ") for m in result.messages[-6:]]
+    return "\n".join(lines)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_SESSION, None)
+    if state is None:
+        return
+    if state.env is not None and state.loop is not None:
+        state.loop.run_until_complete(state.env.__aexit__())
+    if state.loop is not None:
+        state.loop.close()
+    if not state.results:
+        return
+    from conformance import __version__
+    from conformance.report.html import write_reports
+    from conformance.report.model import EUTInfo, RunResult
+
+    opts = session.config.stash[_OPTIONS]
+    run = RunResult(
+        eut=EUTInfo(name="usp-conformance reference agent" if not opts.eut else opts.eut,
+                    endpoint_id="os::012345-0001", manufacturer="usp-conformance",
+                    model="Reference Agent", firmware_version="1.0.0", firmware_banks=2,
+                    feature_ids=sorted(_features(opts, state)), mtps=[opts.mtp]),
+        cases=state.results, started=state.started,
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        suite_version=__version__,
+        command="usp-conformance run" + (f" --fault {','.join(opts.faults)}" if opts.faults else ""))
+    write_reports(run, opts.reports)
+    if exitstatus in (0, 1):  # keep pytest's own usage/interrupt codes
+        session.exitstatus = run.exit_status

@@ -1,0 +1,1 @@
+"""The declarative case engine: schema, loader, runner and matchers."""

@@ -1,0 +1,185 @@
+"""Set up what cases run against: the suite's MTP server, the controller
+identities and, for the built-in EUT, the reference Agent itself.
+
+:class:`RunEnvironment` is an async context manager started once per run.
+For the built-in agent it starts the suite's broker/server for the chosen
+MTP, points the agent's data model at it (its run configuration's
+``values``), starts the agent in-process, and waits for its connect Record.
+``reboot()`` reboots the EUT (Device.Reboot() through the primary controller)
+and waits for it to reconnect; for the in-process agent a reboot starts a
+new agent life on the same persisted state, as the agent process would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.agent.config import AgentConfig
+from conformance.agent.runtime import AgentRuntime
+from conformance.cases.runner import Environment, SuiteError
+from conformance.controller.controller import Controller, ControllerTimeout
+from conformance.mtp.binding import Binding
+from conformance.mtp.mqtt.broker import MQTTBroker
+from conformance.mtp.stomp.broker import STOMPBroker
+from conformance.mtp.timeline import Timeline
+from conformance.mtp.uds.server import UDSServer
+from conformance.mtp.websocket.server import WSServer
+from conformance.usp import messages
+
+#: MTPs the built-in agent can be tested over, with the connect Record each sends.
+BUILTIN_MTPS = {"mqtt": "mqtt_connect", "mqtt311": "mqtt_connect", "stomp": "stomp_connect",
+                "websocket": "websocket_connect", "uds": "uds_connect"}
+IDENTITIES = {"primary": "proto::controller-1", "secondary": "proto::controller-2",
+              "unknown": "proto::controller-unknown"}
+AGENT_ID = "os::012345-0001"
+
+
+@dataclass
+class BuiltinSettings:
+    """How to run the built-in reference agent."""
+
+    mtp: str = "mqtt"
+    faults: Sequence[str] = ()
+    state_dir: Path | None = None
+    alternates: Mapping[str, str] = field(default_factory=dict)
+    response_timeout: float = 10.0
+    notification_timeout: float = 30.0
+
+
+class RunEnvironment:
+    """The servers, identities and EUT of one run (async context manager)."""
+
+    def __init__(self, settings: BuiltinSettings) -> None:
+        if settings.mtp not in BUILTIN_MTPS:
+            raise SuiteError(f"unknown MTP {settings.mtp!r}; choose one of "
+                             f"{', '.join(BUILTIN_MTPS)}")
+        self.settings = settings
+        self.timeline = Timeline()
+        self.controllers: dict[str, Controller] = {}
+        self.server: Any = None
+        self.runtime: AgentRuntime | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._config: AgentConfig | None = None
+
+    @property
+    def environment(self) -> Environment:
+        return Environment(controllers=self.controllers, agent_id=AGENT_ID,
+                           timeline=self.timeline, alternates=self.settings.alternates,
+                           response_timeout=self.settings.response_timeout,
+                           notification_timeout=self.settings.notification_timeout,
+                           reboot=self.reboot, scenario=self.scenario, mtp=self.settings.mtp)
+
+    async def __aenter__(self) -> RunEnvironment:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+        for ctrl in self.controllers.values():
+            await ctrl.close()
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # --- start -----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        s = self.settings
+        state_dir = s.state_dir
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="usp-agent-")
+            state_dir = Path(self._tmp.name)
+        values, bindings = await self._serve(s.mtp, state_dir)
+        for name, binding in bindings.items():
+            ctrl = Controller(IDENTITIES[name], timeline=self.timeline,
+                              default_timeout=s.response_timeout)
+            ctrl.attach(binding, agent_id=AGENT_ID)
+            self.controllers[name] = ctrl
+        self._config = AgentConfig(state_dir=state_dir, faults=tuple(s.faults),
+                                   extra_values=values)
+        await self._boot_agent(since=0)
+
+    async def _serve(self, mtp: str, state_dir: Path) -> tuple[dict[str, str], dict[str, Binding]]:
+        """Start the suite's server for ``mtp``; the agent values and the bindings."""
+        tl = self.timeline
+        if mtp in ("mqtt", "mqtt311"):
+            broker = self.server = await MQTTBroker(timeline=tl).start()
+            bindings: dict[str, Binding] = {
+                name: broker.attach_controller(eid, f"usp/controller/{name}")
+                for name, eid in IDENTITIES.items()}
+            return {"Device.MQTT.Client.1.BrokerPort": str(broker.port),
+                    "Device.MQTT.Client.1.Enable": "true",
+                    "Device.MQTT.Client.1.ProtocolVersion": "3.1.1" if mtp == "mqtt311" else "5.0",
+                    "Device.LocalAgent.MTP.1.Enable": "true",
+                    "Device.LocalAgent.Controller.1.MTP.1.MQTT.Topic": "usp/controller/primary",
+                    }, bindings
+        if mtp == "stomp":
+            broker = self.server = await STOMPBroker(timeline=tl).start()
+            bindings = {name: broker.attach_controller(eid, f"/queue/controller-{name}")
+                        for name, eid in IDENTITIES.items()}
+            return {"Device.STOMP.Connection.1.Port": str(broker.port),
+                    "Device.STOMP.Connection.1.Enable": "true",
+                    "Device.LocalAgent.MTP.2.Enable": "true",
+                    "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
+                    "Device.LocalAgent.Controller.1.MTP.2.Enable": "true",
+                    "Device.LocalAgent.Controller.1.MTP.2.STOMP.Destination":
+                        "/queue/controller-primary"}, bindings
+        if mtp == "websocket":
+            # One identity per connection-oriented MTP: the agent dials the primary only.
+            server = self.server = await WSServer(IDENTITIES["primary"], timeline=tl).start()
+            bindings = {"primary": server.binding}
+            return {"Device.LocalAgent.MTP.3.Enable": "true",
+                    "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
+                    "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
+                    "Device.LocalAgent.Controller.1.MTP.3.Enable": "true",
+                    "Device.LocalAgent.Controller.1.MTP.3.WebSocket.Port": str(server.port)}, bindings
+        path = str(state_dir / "usp.sock")
+        server = self.server = await UDSServer(path, IDENTITIES["primary"], timeline=tl).start()
+        bindings = {"primary": server.binding}
+        return {"Device.UnixDomainSockets.UnixDomainSocket.1.Path": path,
+                "Device.LocalAgent.MTP.4.Enable": "true",
+                "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
+                "Device.LocalAgent.Controller.1.MTP.4.Enable": "true"}, bindings
+
+    async def _boot_agent(self, *, since: int) -> None:
+        assert self._config is not None
+        self.runtime = await AgentRuntime(self._config).start()
+        primary = self.controllers["primary"]
+        try:
+            await primary.connect_record(BUILTIN_MTPS[self.settings.mtp], since=since,
+                                         timeout=max(self.settings.response_timeout, 15.0))
+        except ControllerTimeout as exc:
+            raise SuiteError(f"the built-in agent did not connect over {self.settings.mtp}: "
+                             f"{exc}") from None
+
+    # --- actions the cases use -------------------------------------------------------------
+
+    async def reboot(self) -> None:
+        """Device.Reboot() through the primary controller, then wait for the reconnect."""
+        primary = self.controllers["primary"]
+        mark = primary.mark
+        await primary.send(messages.request("operate", {"command": "Device.Reboot()",
+                                                        "command_key": "suite-reboot",
+                                                        "send_resp": True}))
+        if self.runtime is not None:  # the in-process agent: its next life
+            await asyncio.wait_for(self.runtime.run(), 30.0)
+            await self._boot_agent(since=mark)
+
+    async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
+        if self.server is None or not hasattr(self.server, "set_scenario"):
+            raise SuiteError(f"the {self.settings.mtp} server of this run has no scenario hooks")
+        self.server.set_scenario(**dict(changes))

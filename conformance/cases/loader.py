@@ -1,0 +1,275 @@
+"""Read and validate case files (see :mod:`conformance.cases.schema`).
+
+Errors are one line: ``<file>:<line>: <what is wrong>; <how to fix it>``.
+Every expectation is compiled here (matchers), so a mistake in a case file
+shows up at collection, before anything is sent to an EUT.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conformance.cases.matchers import MatcherSyntaxError, compile_matcher
+from conformance.cases.schema import (
+    FUNCTIONALITY,
+    IDENTITIES,
+    SECTIONS,
+    STEP_ACTIONS,
+    Case,
+    CaseSchemaError,
+    Step,
+)
+from conformance.usp import messages, schema
+
+CASE_KEYS = ("id", "title", "purpose", "functionality", "requirements", "metrics", "setup",
+             "steps", "cleanup", "mtps", "notes")
+REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
+SEND_OPTIONS = ("as", "expect", "capture", "note")
+EXPECT_KEYS = ("response", "error", "none", "metrics", "received", "within")
+_CASE_ID = re.compile(r"^(?:\d{1,2}\.\d{1,3}|X-[A-Za-z0-9][A-Za-z0-9.-]*)$")
+_REQ_ID = re.compile(r"^R-[A-Z0-9-]+\.\d+[a-z]?$")
+
+
+class _LineDict(dict[str, Any]):
+    """A mapping that remembers the line of itself and of each key."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _LineDict:  # type: ignore[override]
+        out = _LineDict(super().construct_mapping(node, deep=deep))
+        out.line = node.start_mark.line + 1
+        out.key_lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+        return out
+
+
+def _line(obj: Any, key: str | None = None) -> int:
+    if isinstance(obj, _LineDict):
+        if key is not None and key in obj.key_lines:
+            return obj.key_lines[key]
+        return obj.line
+    return 0
+
+
+def iter_case_files(root: Path) -> Iterator[Path]:
+    """Every case file below ``root`` (``*.yaml`` not starting with ``_``), sorted by case id."""
+    files = [p for p in root.rglob("*.yaml") if not p.name.startswith("_")]
+    yield from sorted(files, key=lambda p: (p.parent.name, _sort_key(p.stem)))
+
+
+def _sort_key(stem: str) -> tuple[Any, ...]:
+    head = stem.split("-", 1)[0]
+    parts = head.split(".")
+    return tuple(int(x) if x.isdigit() else 10**6 for x in parts) + (stem,)
+
+
+def load_case(path: Path) -> Case:
+    """Parse and validate one case file; CaseSchemaError with file:line on any mistake."""
+    where = str(path)
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # a SafeLoader
+    except OSError as exc:
+        raise CaseSchemaError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise CaseSchemaError(f"{where}:{line}: not valid YAML ({getattr(exc, 'problem', exc)}); "
+                              "check indentation and quoting") from None
+    if not isinstance(data, Mapping):
+        raise CaseSchemaError(f"{where}:1: a case file is a mapping with {', '.join(REQUIRED_KEYS)}")
+    _check_keys(data, CASE_KEYS, where, "case")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise CaseSchemaError(f"{where}:{_line(data)}: '{key}' is missing; every case needs "
+                                  f"{', '.join(REQUIRED_KEYS)}")
+    case_id = str(data["id"])
+    if not _CASE_ID.match(case_id):
+        raise CaseSchemaError(f"{where}:{_line(data, 'id')}: id {case_id!r} is neither a TP-469 "
+                              "case number like \"1.12\" nor a project id like \"X-SMM-1\"")
+    if not path.name.startswith(case_id + "-") and path.stem != case_id:
+        raise CaseSchemaError(f"{where}:{_line(data, 'id')}: the file name must start with the "
+                              f"case id: rename it to {case_id}-<slug>.yaml")
+    functionality, features = _functionality(data, where)
+    requirements = data.get("requirements") or []
+    if not isinstance(requirements, list) or not all(
+            isinstance(r, str) and _REQ_ID.match(r) for r in requirements):
+        raise CaseSchemaError(f"{where}:{_line(data, 'requirements')}: requirements must be a list "
+                              "of TR-369 ids like R-ADD.1")
+    metrics = _metrics(data, where)
+    mtps = data.get("mtps") or []
+    sections = (SECTIONS.get(case_id.split(".")[0], "") if not case_id.startswith("X-")
+                else f"{case_id.split('-')[1]} (project cases)")
+    case = Case(
+        case_id=case_id, title=str(data["title"]).strip(), purpose=str(data["purpose"]).strip(),
+        functionality=functionality, feature_ids=features,
+        requirements=tuple(requirements), metrics=metrics,
+        setup=_steps(data, "setup", where, metrics),
+        steps=_steps(data, "steps", where, metrics),
+        cleanup=_steps(data, "cleanup", where, metrics),
+        path=where, section=sections, mtps=tuple(str(m) for m in mtps),
+    )
+    proven = {m for step in case.steps for m in _step_metrics(step)}
+    missing = sorted(set(metrics) - proven)
+    if missing and functionality in ("mandatory", "conditional"):
+        raise CaseSchemaError(f"{where}:{_line(data, 'metrics')}: metric(s) {missing} are not "
+                              "proved by any step; add them to an expect's 'metrics'")
+    return case
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:
+    for key in data:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"allowed: {', '.join(allowed)}"
+            raise CaseSchemaError(f"{where}:{_line(data, str(key))}: unknown {what} key "
+                                  f"'{key}'; {fix}")
+
+
+def _functionality(data: Mapping[str, Any], where: str) -> tuple[str, tuple[int, ...]]:
+    value = data["functionality"]
+    line = _line(data, "functionality")
+    if isinstance(value, str) and value in FUNCTIONALITY and value != "conditional":
+        return value, ()
+    if isinstance(value, Mapping) and set(value) == {"conditional"}:
+        ids = value["conditional"]
+        if isinstance(ids, list) and ids and all(isinstance(i, int) and 1 <= i <= 42 for i in ids):
+            return "conditional", tuple(ids)
+    raise CaseSchemaError(f"{where}:{line}: functionality must be mandatory, deprecated, future "
+                          "or {conditional: [<TP-469 Feature IDs>]}")
+
+
+def _metrics(data: Mapping[str, Any], where: str) -> dict[int, str]:
+    raw = data["metrics"]
+    line = _line(data, "metrics")
+    if isinstance(raw, list):
+        raw = {i: text for i, text in enumerate(raw, 1)}
+    if not isinstance(raw, Mapping) or not raw or not all(
+            isinstance(k, int) and k > 0 and isinstance(v, str) for k, v in raw.items()):
+        raise CaseSchemaError(f"{where}:{line}: metrics must map numbers (1, 2, ...) to the "
+                              "metric text")
+    return {int(k): str(v).strip() for k, v in raw.items()}
+
+
+def _steps(data: Mapping[str, Any], key: str, where: str,
+           metrics: Mapping[int, str]) -> tuple[Step, ...]:
+    raw = data.get(key) or []
+    if not isinstance(raw, list):
+        raise CaseSchemaError(f"{where}:{_line(data, key)}: '{key}' must be a list of steps")
+    out = []
+    for index, item in enumerate(raw, 1):
+        line = _line(item) or _line(data, key)
+        if not isinstance(item, Mapping):
+            raise CaseSchemaError(f"{where}:{line}: {key} step {index} must be a mapping with one "
+                                  f"of {', '.join(STEP_ACTIONS)}")
+        actions = [k for k in item if k in STEP_ACTIONS]
+        if len(actions) != 1:
+            unknown = [k for k in item if k not in STEP_ACTIONS and k not in SEND_OPTIONS]
+            hint = ""
+            if unknown:
+                close = difflib.get_close_matches(str(unknown[0]), STEP_ACTIONS, n=1)
+                hint = f" ('{unknown[0]}': did you mean '{close[0]}'?)" if close else \
+                    f" (unknown key '{unknown[0]}')"
+            raise CaseSchemaError(f"{where}:{line}: {key} step {index} needs exactly one action "
+                                  f"of {', '.join(STEP_ACTIONS)}{hint}")
+        action = actions[0]
+        options = {k: v for k, v in item.items() if k != action}
+        step = Step(action, item[action], options, line, index)
+        _validate_step(step, where, key, metrics)
+        out.append(step)
+    return tuple(out)
+
+
+def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str]) -> None:
+    loc = f"{where}:{step.line}: {key} step {step.index} ({step.action})"
+    if step.action == "send":
+        _check_keys(step.options, SEND_OPTIONS, where, "send option")
+        _check_request(step.body, loc)
+        if step.identity not in IDENTITIES:
+            raise CaseSchemaError(f"{loc}: 'as' must be one of {', '.join(IDENTITIES)}")
+        expect = step.options.get("expect")
+        if expect is not None:
+            _check_expect(expect, loc, metrics)
+    elif step.action == "expect_notification":
+        body = step.body
+        if not isinstance(body, Mapping) or "match" not in body:
+            raise CaseSchemaError(f"{loc}: needs 'match' (a matcher on the Notify body)")
+        _check_keys(body, ("match", "metrics", "within", "as", "capture"), where, "notification key")
+        _compile(body["match"], loc)
+        _check_metric_refs(body.get("metrics", []), loc, metrics)
+    elif step.action == "wait":
+        if not isinstance(step.body, Mapping) or not isinstance(step.body.get("seconds"), (int, float)):
+            raise CaseSchemaError(f"{loc}: wait needs 'seconds' (and a 'reason')")
+    elif step.action == "scenario":
+        if not isinstance(step.body, Mapping) or "mtp" not in step.body or "set" not in step.body:
+            raise CaseSchemaError(f"{loc}: scenario needs 'mtp' and 'set'")
+    elif step.action == "python":
+        if not isinstance(step.body, Mapping) or "action" not in step.body:
+            raise CaseSchemaError(f"{loc}: python needs 'action' (an entry point name)")
+
+
+def _check_request(body: Any, loc: str) -> None:
+    if isinstance(body, Mapping) and len(body) == 1:
+        (kind, fields), = body.items()
+        try:
+            if kind == "text":
+                messages.msg_from_text(str(fields), msg_id="check")
+                return
+            if kind == "msg":
+                messages.msg_from_mapping(fields, msg_id="check")
+                return
+            if kind in schema.REQUEST_KINDS:
+                messages.request(kind, fields, msg_id="check")
+                return
+        except messages.MsgBuildError as exc:
+            raise CaseSchemaError(f"{loc}: {exc}") from None
+    raise CaseSchemaError(f"{loc}: send takes {{<request kind>: {{fields}}}} (kinds: "
+                          f"{', '.join(sorted(schema.REQUEST_KINDS))}), {{msg: ...}} or {{text: ...}}")
+
+
+def _check_expect(expect: Any, loc: str, metrics: Mapping[int, str]) -> None:
+    if not isinstance(expect, Mapping):
+        raise CaseSchemaError(f"{loc}: expect must be a mapping with response, error or none")
+    for k in expect:
+        if k not in EXPECT_KEYS:
+            hint = difflib.get_close_matches(str(k), EXPECT_KEYS, n=1)
+            raise CaseSchemaError(f"{loc}: unknown expect key '{k}'" +
+                                  (f"; did you mean '{hint[0]}'?" if hint else ""))
+    kinds = [k for k in ("response", "error", "none") if k in expect]
+    if len(kinds) != 1:
+        raise CaseSchemaError(f"{loc}: expect needs exactly one of response, error, none")
+    if kinds[0] in ("response", "error"):
+        _compile(expect[kinds[0]], loc)
+    _check_metric_refs(expect.get("metrics", []), loc, metrics)
+    _check_metric_refs(expect.get("received", []), loc, metrics)
+
+
+def _check_metric_refs(refs: Any, loc: str, metrics: Mapping[int, str]) -> None:
+    if not isinstance(refs, list) or not all(isinstance(m, int) for m in refs):
+        raise CaseSchemaError(f"{loc}: 'metrics' must be a list of metric numbers")
+    unknown = [m for m in refs if m not in metrics]
+    if unknown:
+        raise CaseSchemaError(f"{loc}: metric(s) {unknown} are not defined under 'metrics'")
+
+
+def _compile(expected: Any, loc: str) -> None:
+    try:
+        compile_matcher(expected, where=loc)
+    except MatcherSyntaxError as exc:
+        raise CaseSchemaError(f"{loc}: {exc}") from None
+
+
+def _step_metrics(step: Step) -> list[int]:
+    if step.action == "send":
+        expect = step.options.get("expect") or {}
+        return list(expect.get("metrics", [])) + list(expect.get("received", []))
+    if step.action == "expect_notification":
+        return list(step.body.get("metrics", []))
+    return []

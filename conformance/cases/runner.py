@@ -1,0 +1,367 @@
+"""Run one case against an EUT and give its TP-469 verdict with evidence.
+
+:class:`CaseRunner` executes setup, steps and cleanup (cleanup always runs)
+through an :class:`Environment` (controller identities, the EUT's reboot
+method, the suite's MTP servers, the timeline) and returns a
+:class:`~conformance.report.model.CaseResult`:
+
+* ``fail``: the EUT broke a metric (a mismatch, no answer in time, or a
+  universal-metric violation in what it sent); the failed metric shows
+  expected vs observed;
+* ``error``: the suite or the setup broke (never shown as an EUT failure);
+* ``warn``: passed, with SHOULD-level observations;
+* ``pass`` otherwise. Applicability (``skip``) is decided before running.
+
+After the first failed check the procedure stops and cleanup runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.cases.matchers import UnknownVariable, compile_matcher, substitute
+from conformance.cases.schema import Case, Step
+from conformance.controller.controller import Controller, ControllerTimeout, Received
+from conformance.mtp.timeline import Timeline
+from conformance.report.model import CaseResult, MetricResult
+from conformance.usp import messages
+from conformance.usp.render import render_msg
+from conformance.usp.schema import Msg, body_kind
+
+UNIVERSAL_BASE = 900  # metric numbers 901..904: TP-469 universal test metrics
+UNIVERSAL_TEXT = {
+    1: "Universal metric 1: the EUT's Endpoint ID is valid",
+    2: "Universal metric 2: Records and Msgs follow the USP schemas",
+    3: "Universal metric 3: paths follow the path grammar",
+    4: "Universal metric 4: reported paths use instance number addressing",
+}
+
+
+class StepFailed(Exception):
+    """An EUT failure: a metric was not met (already recorded)."""
+
+
+class SuiteError(Exception):
+    """The suite or the setup could not do what the case asked."""
+
+
+@dataclass
+class Environment:
+    """What a case runs against."""
+
+    controllers: Mapping[str, Controller]          # identity -> Controller
+    agent_id: str
+    timeline: Timeline
+    alternates: Mapping[str, str] = field(default_factory=dict)
+    response_timeout: float = 10.0
+    notification_timeout: float = 30.0
+    reboot: Callable[[], Awaitable[None]] | None = None
+    scenario: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None
+    actions: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
+    mtp: str = ""
+
+
+class CaseRunner:
+    """One run of one case."""
+
+    def __init__(self, case: Case, env: Environment) -> None:
+        self.case = case
+        self.env = env
+        self.variables: dict[str, Any] = {"alt": dict(env.alternates)}
+        self.metrics = {n: MetricResult(n, text) for n, text in case.metrics.items()}
+        self.result = CaseResult(
+            case_id=case.case_id, title=case.title, section=case.section,
+            functionality=case.functionality, verdict="pass",
+            feature_ids=list(case.feature_ids), requirements=list(case.requirements),
+            alternates={k: v for k, v in env.alternates.items()}, mtp=env.mtp)
+        self._marks = {name: c.mark for name, c in env.controllers.items()}
+        self._start_entry = len(env.timeline)
+
+    async def run(self) -> CaseResult:
+        started = time.monotonic()
+        try:
+            try:
+                for step in self.case.setup:
+                    await self._step(step, phase="setup")
+            except (StepFailed, SuiteError, ControllerTimeout) as exc:
+                self._error(f"setup step failed: {exc}")
+            else:
+                try:
+                    for step in self.case.steps:
+                        await self._step(step, phase="steps")
+                except StepFailed:
+                    pass
+                except (SuiteError, UnknownVariable) as exc:
+                    self._error(str(exc))
+        except Exception as exc:  # a suite bug: an error, never an EUT failure
+            self._error(f"suite error: {type(exc).__name__}: {exc}")
+        finally:
+            await self._cleanup()
+            self.result.duration = round(time.monotonic() - started, 3)
+            self._finish()
+        return self.result
+
+    # --- steps ---------------------------------------------------------------------------
+
+    async def _step(self, step: Step, *, phase: str) -> None:
+        handler = getattr(self, f"_do_{step.action}")
+        await handler(step, phase)
+
+    async def _do_send(self, step: Step, phase: str) -> None:
+        ctrl = self._controller(step.identity)
+        msg = self._build(step.body)
+        expect = step.options.get("expect")
+        mark = ctrl.mark
+        msg_id = await ctrl.send(msg)
+        self.result.messages.append(f"-> {step.identity}: {render_msg(msg)}")
+        if expect is None:
+            return
+        metrics = list(expect.get("metrics", []))
+        received = list(expect.get("received", []))
+        within = float(expect.get("within", self.env.response_timeout))
+        if "none" in expect:
+            await self._expect_none(ctrl, msg_id, expect["none"], metrics, within, mark)
+            return
+        try:
+            reply = await ctrl.response(msg_id, timeout=within)
+        except ControllerTimeout:
+            self._fail(received + metrics, f"no response to {msg_id!r} within {within:g}s",
+                       expected=self._describe(expect), observed="nothing", phase=phase)
+            return
+        item = self._item_for(ctrl, reply)
+        self.result.messages.append(f"<- {step.identity}: {render_msg(reply)}")
+        self._universal(item)
+        outer, inner = body_kind(reply)
+        want = "response" if "response" in expect else "error"
+        observed = messages.to_mapping(reply)["body"].get(outer or "", {})
+        if outer != want:
+            self._fail(received + metrics, f"expected {'a response' if want == 'response' else 'an Error'}, "
+                       f"got {outer or 'an empty body'} ({inner or ''})",
+                       expected=expect[want], observed=observed, phase=phase)
+            return
+        self._pass(received)
+        self._check(expect[want], observed, metrics, phase, kind=self._request_kind(msg))
+        self._capture(step.options.get("capture"), observed)
+
+    async def _expect_none(self, ctrl: Controller, msg_id: str, spec: Any, metrics: list[int],
+                           within: float, mark: int) -> None:
+        """No answer to ``msg_id``: proved by a probe answered first, else by waiting."""
+        probe = spec.get("probe") if isinstance(spec, Mapping) else None
+        if probe is not None:
+            probe_id = await ctrl.send(self._build(probe))
+            try:
+                await ctrl.response(probe_id, timeout=within)
+            except ControllerTimeout:
+                raise SuiteError(f"the probe sent to prove 'no response' got no answer within "
+                                 f"{within:g}s") from None
+        else:
+            await asyncio.sleep(within)  # only when TP-469 gives nothing to probe with
+        answered = [r for r in ctrl.received[mark:]
+                    if r.msg is not None and r.msg.header.msg_id == msg_id
+                    and body_kind(r.msg)[0] in ("response", "error")]
+        if answered:
+            self._fail(metrics, f"the EUT answered {msg_id!r} although no response is due",
+                       expected="no response", observed=messages.to_mapping(answered[0].msg),
+                       phase="steps")
+        else:
+            self._pass(metrics)
+
+    async def _do_expect_notification(self, step: Step, phase: str) -> None:
+        body = step.body
+        ctrl = self._controller(str(body.get("as", "primary")))
+        matcher = compile_matcher(substitute(body["match"], self.variables))
+        within = float(body.get("within", self.env.notification_timeout))
+        metrics = list(body.get("metrics", []))
+
+        def wanted(msg: Msg) -> bool:
+            notify = messages.to_mapping(msg)["body"]["request"]["notify"]
+            return matcher.match(notify, context={"message_kind": "notify"}).ok
+
+        try:
+            item = await ctrl.notification(wanted, since=self._marks.get(step.identity, 0),
+                                           timeout=within,
+                                           what=f"Notify matching step {step.index}")
+        except ControllerTimeout:
+            seen = [messages.to_mapping(r.msg)["body"]["request"]["notify"]
+                    for r in ctrl.received[self._marks.get(step.identity, 0):]
+                    if r.kind == ("request", "notify") and r.msg is not None]
+            self._fail(metrics, f"no matching Notify within {within:g}s "
+                       f"({len(seen)} other Notify received)", expected=matcher.describe(),
+                       observed=seen[-3:] or "nothing", phase=phase)
+            return
+        assert item.msg is not None
+        self.result.messages.append(f"<- notify: {render_msg(item.msg)}")
+        self._universal(item)
+        notify = messages.to_mapping(item.msg)["body"]["request"]["notify"]
+        self._pass(metrics)
+        self._capture(body.get("capture"), notify)
+        # Later notification steps look only at what came after this one.
+        self._marks[str(body.get("as", "primary"))] = item.index + 1
+
+    async def _do_reboot(self, step: Step, phase: str) -> None:
+        if self.env.reboot is None:
+            raise SuiteError("the EUT profile gives no way to reboot the EUT")
+        await self.env.reboot()
+
+    async def _do_wait(self, step: Step, phase: str) -> None:
+        # Waits that TP-469's procedure itself prescribes (e.g. "wait 60 seconds").
+        await asyncio.sleep(float(step.body["seconds"]))
+
+    async def _do_scenario(self, step: Step, phase: str) -> None:
+        if self.env.scenario is None:
+            raise SuiteError(f"no scriptable {step.body['mtp']} server in this run")
+        await self.env.scenario(str(step.body["mtp"]), step.body["set"])
+
+    async def _do_python(self, step: Step, phase: str) -> None:
+        action = self.env.actions.get(str(step.body["action"]))
+        if action is None:
+            known = ", ".join(sorted(self.env.actions)) or "none registered"
+            raise SuiteError(f"python action {step.body['action']!r} is not registered "
+                             f"(usp_conformance.actions entry points: {known})")
+        await action(self, **dict(step.body.get("args") or {}))
+
+    async def _cleanup(self) -> None:
+        for step in self.case.cleanup:
+            try:
+                await self._step(step, phase="cleanup")
+            except Exception as exc:  # cleanup goes on; the problem is reported
+                self.result.warnings.append(f"cleanup step {step.index} failed: {exc}")
+                if self.result.verdict == "pass":
+                    self._error(f"cleanup step {step.index} failed: the EUT may not be restored "
+                                f"({exc})")
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def _check(self, expected: Any, observed: Any, metrics: list[int], phase: str, *,
+               kind: str) -> None:
+        matcher = compile_matcher(substitute(expected, self.variables))
+        outcome = matcher.match(observed, context={"message_kind": kind})
+        self.variables.update(outcome.captures)
+        if outcome.ok:
+            self._pass(metrics)
+        else:
+            first = outcome.mismatches[0]
+            self._fail(metrics, str(first), expected=matcher.describe(), observed=observed,
+                       phase=phase)
+
+    def _pass(self, metrics: list[int]) -> None:
+        for n in metrics:
+            if self.metrics[n].verdict != "fail":
+                self.metrics[n].verdict = "pass"
+
+    def _fail(self, metrics: list[int], message: str, *, expected: Any, observed: Any,
+              phase: str) -> None:
+        if phase == "setup":
+            raise SuiteError(message)
+        if phase == "cleanup":
+            raise SuiteError(message)
+        for n in metrics or [0]:
+            target = self.metrics.get(n)
+            if target is None:  # a check that proves no numbered metric
+                target = self.metrics.setdefault(0, MetricResult(0, "procedure step"))
+            target.verdict = "fail"
+            target.expected = expected
+            target.observed = observed
+            target.message = message
+        raise StepFailed(message)
+
+    def _universal(self, item: Received) -> None:
+        for v in item.violations:
+            if v.severity != "error":
+                self.result.warnings.append(str(v))
+                continue
+            number = UNIVERSAL_BASE + v.metric
+            metric = self.metrics.setdefault(number, MetricResult(number, UNIVERSAL_TEXT[v.metric]))
+            metric.verdict = "fail"
+            metric.observed = f"{v.location}: {v.message}"
+            metric.expected = v.requirement
+            metric.message = str(v)
+
+    def _error(self, reason: str) -> None:
+        self.result.verdict = "error"
+        self.result.reason = reason
+
+    def _finish(self) -> None:
+        self.result.metrics = [self.metrics[n] for n in sorted(self.metrics)]
+        failed = self.result.failed_metrics
+        if self.result.verdict == "error":
+            pass
+        elif failed:
+            self.result.verdict = "fail"
+            self.result.reason = f"metric {failed[0].number}: {failed[0].message}"
+        elif self.result.warnings:
+            self.result.verdict = "warn"
+            self.result.reason = self.result.warnings[0]
+        entries = self.env.timeline.entries[self._start_entry:]
+        self.result.timeline = [e.to_json() for e in entries[-200:]]
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _controller(self, identity: str) -> Controller:
+        try:
+            return self.env.controllers[identity]
+        except KeyError:
+            raise SuiteError(f"the EUT profile defines no '{identity}' controller identity") from None
+
+    def _build(self, body: Mapping[str, Any]) -> Msg:
+        resolved = substitute(dict(body), self.variables)
+        (kind, fields), = resolved.items()
+        try:
+            if kind in ("text", "msg"):
+                msg = (messages.msg_from_text(str(fields), msg_id="pending") if kind == "text"
+                       else messages.msg_from_mapping(fields, msg_id="pending"))
+                msg.header.msg_id = ""  # the controller allocates a fresh one
+                return msg
+            return messages.request(kind, fields)
+        except messages.MsgBuildError as exc:
+            raise SuiteError(f"cannot build the message: {exc}") from None
+
+    @staticmethod
+    def _request_kind(msg: Msg) -> str:
+        outer, inner = body_kind(msg)
+        return inner or ""
+
+    def _item_for(self, ctrl: Controller, reply: Msg) -> Received:
+        for item in reversed(ctrl.received):
+            if item.msg is reply:
+                return item
+        raise SuiteError("response not found in the controller's history")
+
+    @staticmethod
+    def _describe(expect: Mapping[str, Any]) -> Any:
+        for key in ("response", "error"):
+            if key in expect:
+                return {key: expect[key]}
+        return expect
+
+    def _capture(self, spec: Any, observed: Any) -> None:
+        if not spec:
+            return
+        for name, path in dict(spec).items():
+            try:
+                self.variables[str(name)] = dig(observed, str(path))
+            except (KeyError, IndexError, TypeError) as exc:
+                raise SuiteError(f"capture {name!r}: {path!r} not found in the answer ({exc})") \
+                    from None
+
+
+_INDEX = re.compile(r"^(?P<name>[^\[\]]+)?(?P<idx>(\[\d+\])*)$")
+
+
+def dig(data: Any, path: str) -> Any:
+    """``a.b[0].c`` into nested mappings/lists (KeyError/IndexError when absent)."""
+    cur = data
+    for part in path.split("."):
+        m = _INDEX.match(part)
+        if m is None:
+            raise KeyError(part)
+        if m["name"]:
+            cur = cur[m["name"]]
+        for idx in re.findall(r"\[(\d+)\]", m["idx"] or ""):
+            cur = cur[int(idx)]
+    return cur

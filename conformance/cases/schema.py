@@ -1,0 +1,114 @@
+"""The case file format: one YAML file per conformance case.
+
+A case file (``testcases/01-messages-and-path-names/1.1-add-....yaml``)::
+
+    id: "1.1"                        # TP-469 case id, or a project id "X-..."
+    title: Add, allow_partial false, one object, required parameters succeed
+    purpose: >                       # our own words
+      ...
+    functionality: mandatory         # | {conditional: [31]} | deprecated | future
+    requirements: [R-ADD.1, R-ADD.5]
+    metrics:                         # the TP-469 test metrics, numbered
+      1: The EUT sends an AddResp.
+      2: ...
+    setup: []                        # steps run first (failures here are suite errors)
+    steps:                           # the procedure
+      - send: {add: {allow_partial: false, create_objs: [...]}}
+        expect: {response: {add_resp: {...}}, metrics: [1, 2]}
+        capture: {sub: "add_resp.created_obj_results[0].oper_status.oper_success.instantiated_path"}
+      - send: {get: {param_paths: ["{sub}"]}}
+        expect: {response: {get_resp: {...}}, metrics: [3, 4]}
+    cleanup:                         # always run, also after a failure or an error
+      - send: {delete: {obj_paths: ["{sub}"]}}
+
+Steps (each a mapping with exactly one action):
+
+* ``send``: a request as ``{<request kind>: {fields}}``, ``{msg: <whole Msg mapping>}``
+  or ``{text: <protobuf text format, as TP-469 prints it>}``; options ``as``
+  (controller identity: primary, secondary, unknown), ``expect`` (below),
+  ``capture`` ({name: dotted path into the response}).
+* ``expect_notification``: ``{match: <matcher on the notify body>, metrics: [...],
+  within: seconds, as: identity, capture: {...}}``.
+* ``reboot``: reboot the EUT as its profile says and wait for it to reconnect.
+* ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
+* ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
+* ``python``: ``{action: name, args: {...}}`` a Python action registered under the
+  ``usp_conformance.actions`` entry point group.
+
+``expect`` inside a ``send`` step: one of ``response: <matcher>`` (the response
+body, e.g. ``{add_resp: {...}}``), ``error: <matcher>`` (the Error body) or
+``none: {probe: <request>}`` (no answer: proved by answering a later probe
+first), plus ``metrics`` (which numbered metrics this check proves) and
+``within`` (seconds). Matchers: :mod:`conformance.cases.matchers`.
+Strings may hold ``{variable}`` (captured values) and ``{alt.name}`` (alternate
+elements from the EUT profile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SECTIONS = {
+    "1": "1 Messages and Path Names",
+    "2": "2 Authentication and Access Control",
+    "3": "3 USP Records",
+    "4": "4 General MTP",
+    "5": "5 CoAP",
+    "6": "6 STOMP",
+    "7": "7 WebSocket",
+    "8": "8 Discovery",
+    "9": "9 Functionality",
+    "10": "10 Bulk Data Collection",
+    "11": "11 MQTT",
+}
+FUNCTIONALITY = ("mandatory", "conditional", "deprecated", "future")
+STEP_ACTIONS = ("send", "expect_notification", "reboot", "wait", "scenario", "python")
+IDENTITIES = ("primary", "secondary", "unknown")
+
+
+class CaseSchemaError(ValueError):
+    """A case file that does not follow the format; names file, line and the fix."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step; ``body`` is the action's value, ``options`` the rest of the mapping."""
+
+    action: str
+    body: Any
+    options: Mapping[str, Any]
+    line: int
+    index: int            # 1-based position in its list
+
+    @property
+    def identity(self) -> str:
+        return str(self.options.get("as", "primary"))
+
+
+@dataclass(frozen=True)
+class Case:
+    """A parsed, validated case file."""
+
+    case_id: str
+    title: str
+    purpose: str
+    functionality: str
+    feature_ids: tuple[int, ...]
+    requirements: tuple[str, ...]
+    metrics: Mapping[int, str]
+    setup: tuple[Step, ...]
+    steps: tuple[Step, ...]
+    cleanup: tuple[Step, ...]
+    path: str
+    section: str
+    mtps: tuple[str, ...] = ()          # MTPs the case is about (empty: any)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def mandatory(self) -> bool:
+        return self.functionality == "mandatory"
+
+    def section_number(self) -> str:
+        return self.case_id.split(".")[0] if not self.case_id.startswith("X-") else "X"
