@@ -7,7 +7,11 @@ Subcommands available now:
 * ``check FILE`` judges a captured Record against the TP-469 universal test
   metrics and exits 1 when it breaks one;
 * ``agent --config FILE`` runs the reference USP Agent as its own process
-  (``Device.Reboot()`` restarts the process; SIGTERM/SIGINT stop it cleanly).
+  (``Device.Reboot()`` restarts the process; SIGTERM/SIGINT stop it cleanly);
+* ``run`` runs the conformance cases (against the built-in reference agent
+  unless ``--eut FILE``) and writes the reports; ``list`` shows the cases and
+  their applicability; ``report`` re-renders reports from ``results.json``;
+  ``certs`` makes the test PKI for an EUT.
 
 User mistakes end with a one-line ``usp-conformance: error: ...`` message and
 exit status 2, never a traceback.
@@ -116,6 +120,104 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cases_dir(given: str | None) -> Path:
+    """The case directory: given, ./testcases, or the one beside the package."""
+    candidates = [Path(given)] if given else [Path("testcases"),
+                                              Path(__file__).resolve().parent.parent / "testcases"]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise UserError(f"no case directory found ({', '.join(map(str, candidates))}); "
+                    "give one with --cases DIR")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import pytest
+
+    cases = _cases_dir(args.cases)
+    if args.eut and not Path(args.eut).is_file():
+        raise UserError(f"no such EUT profile: {args.eut}")
+    argv = [str(cases), "-p", "no:cacheprovider", "-q" if not args.verbose else "-v",
+            "--rootdir", str(cases.resolve().parent), "-o", "addopts=",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning",
+            "--usp-reports", args.reports, "--usp-mtp", args.mtp]
+    if args.eut:
+        argv += ["--usp-eut", args.eut]
+    if args.fault:
+        argv += ["--usp-fault", ",".join(args.fault)]
+    if args.k:
+        argv += ["-k", args.k]
+    if args.include_deprecated:
+        argv.append("--usp-include-deprecated")
+    if args.junit_xml:
+        argv += ["--junitxml", args.junit_xml]
+    code = int(pytest.main(argv))
+    print(f"reports in {args.reports}/ (report.html, report-failures.html, summary.json, "
+          f"junit.xml, results.json)")
+    return code
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from conformance.cases.loader import iter_case_files, load_case
+    from conformance.cases.schema import CaseSchemaError
+    from conformance.plugin import BUILTIN_FEATURES
+
+    features = set(BUILTIN_FEATURES)
+    if args.features:
+        features = {int(f) for f in args.features.split(",") if f.strip()}
+    status = 0
+    for path in iter_case_files(_cases_dir(args.cases)):
+        try:
+            case = load_case(path)
+        except CaseSchemaError as exc:
+            print(f"INVALID  {exc}")
+            status = 2
+            continue
+        missing = [f for f in case.feature_ids if f not in features]
+        if case.functionality in ("deprecated", "future"):
+            applies = case.functionality
+        elif missing:
+            applies = "n/a (Feature ID " + ", ".join(map(str, missing)) + ")"
+        else:
+            applies = "applies"
+        print(f"{case.case_id:8s} {case.functionality:12s} {applies:28s} {case.title}")
+    return status
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from conformance.report.html import write_reports
+    from conformance.report.model import RunResult
+
+    source = Path(args.results)
+    try:
+        run = RunResult.from_json(json.loads(source.read_text()))
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{source} is not a usp-conformance results.json ({exc})") from None
+    written = write_reports(run, Path(args.out or source.parent))
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from conformance.mtp.pki import TestPKI
+    from conformance.usp.endpoint import validate_endpoint_id
+
+    for eid in (args.agent_id, args.controller_id):
+        problems = [v for v in validate_endpoint_id(eid) if v.severity == "error"]
+        if problems:
+            raise UserError(f"{eid!r} is not a valid Endpoint ID: {problems[0].message}")
+    pki = TestPKI.create(args.out, controller_id=args.controller_id, agent_id=args.agent_id)
+    for name, files in sorted(pki.paths().items()):
+        for kind, path in (files.items() if isinstance(files, dict) else [("file", files)]):
+            print(f"{name}.{kind:10s} {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usp-conformance",
@@ -139,6 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
                      help="commit this deliberate violation (repeatable)")
     agt.add_argument("--list-faults", action="store_true", help="list every fault and exit")
     agt.set_defaults(func=_cmd_agent)
+
+    run = sub.add_parser("run", help="run the conformance cases and write the reports")
+    run.add_argument("--eut", help="EUT profile (YAML); default: the built-in reference agent")
+    run.add_argument("--mtp", default="mqtt",
+                     help="MTP to test over: mqtt, mqtt311, stomp, websocket, uds (default mqtt)")
+    run.add_argument("-k", help="only cases matching this pytest -k expression (e.g. '1.1 or 1.2')")
+    run.add_argument("--fault", action="append", default=[], metavar="NAME",
+                     help="built-in agent only: make it commit this fault (repeatable)")
+    run.add_argument("--reports", default="reports", help="report directory (default reports/)")
+    run.add_argument("--cases", help="case directory (default ./testcases)")
+    run.add_argument("--include-deprecated", action="store_true", help="also run deprecated cases")
+    run.add_argument("--junit-xml", help="also write pytest's own JUnit XML here")
+    run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    run.set_defaults(func=_cmd_run)
+
+    lst = sub.add_parser("list", help="list the cases and whether they apply to the EUT")
+    lst.add_argument("--cases", help="case directory (default ./testcases)")
+    lst.add_argument("--features", help="the EUT's Feature IDs, comma separated "
+                                        "(default: the built-in agent's)")
+    lst.set_defaults(func=_cmd_list)
+
+    rep = sub.add_parser("report", help="re-render the reports from a results.json")
+    rep.add_argument("results", help="results.json written by a run")
+    rep.add_argument("--out", help="output directory (default: beside results.json)")
+    rep.set_defaults(func=_cmd_report)
+
+    crt = sub.add_parser("certs", help="make a test PKI (CA, controller and agent "
+                                       "certificates, negative variants)")
+    crt.add_argument("out", help="directory to write the PEM files to")
+    crt.add_argument("--agent-id", default="os::012345-0001", help="the EUT's Endpoint ID")
+    crt.add_argument("--controller-id", default="proto::controller-1",
+                     help="the suite controller's Endpoint ID")
+    crt.set_defaults(func=_cmd_certs)
     return parser
 
 

@@ -10,6 +10,7 @@ from conformance.usp import records
 from conformance.usp.messages import request
 
 C, A = "proto::controller-1", "os::012345-ABC"
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _record_bytes(**kw):
@@ -71,3 +72,41 @@ def test_console_script_installed():
                            " if e.name=='usp-conformance'])"],
                           capture_output=True, text=True, timeout=60)
     assert "conformance.cli:main" in proc.stdout
+
+
+def test_run_list_report_certs_end_to_end(tmp_path):
+    """The product commands as a user types them: run (built-in agent), list, report, certs."""
+    reports = tmp_path / "reports"
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "-k", "1.1 ",
+                           "--reports", str(reports)], capture_output=True, text=True, timeout=300,
+                          cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("report.html", "report-failures.html", "summary.json", "junit.xml",
+                 "results.json"):
+        assert (reports / name).is_file()
+    failing = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "-k", "1.1 ",
+                              "--fault", "add.no_unique_keys", "--reports", str(tmp_path / "f")],
+                             capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    listing = subprocess.run([sys.executable, "-m", "conformance.cli", "list"],
+                             capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert listing.returncode == 0 and "1.1 " in listing.stdout
+    again = subprocess.run([sys.executable, "-m", "conformance.cli", "report",
+                            str(reports / "results.json"), "--out", str(tmp_path / "again")],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and (tmp_path / "again" / "report.html").is_file()
+    certs = subprocess.run([sys.executable, "-m", "conformance.cli", "certs",
+                            str(tmp_path / "pki")], capture_output=True, text=True, timeout=120)
+    assert certs.returncode == 0 and (tmp_path / "pki" / "ca.crt").is_file()
+
+
+def test_run_and_report_user_errors(tmp_path):
+    for argv, message in ((["run", "--cases", str(tmp_path / "none")], "no case directory"),
+                          (["run", "--eut", str(tmp_path / "x.yaml")], "no such EUT profile"),
+                          (["report", str(tmp_path / "nope.json")], "cannot read"),
+                          (["certs", str(tmp_path / "c"), "--agent-id", "bad"],
+                           "not a valid Endpoint ID")):
+        proc = subprocess.run([sys.executable, "-m", "conformance.cli", *argv],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, argv
+        assert message in proc.stderr and "Traceback" not in proc.stderr
