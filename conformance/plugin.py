@@ -27,7 +27,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -76,11 +76,17 @@ class USPOptions:
             return str(value or "")
 
         features = get("usp_features")
+        try:
+            feature_ids = tuple(int(f) for f in features.split(",") if f.strip()) \
+                if features else None
+        except ValueError:
+            raise pytest.UsageError(f"--usp-features / usp_features: {features!r} is not a "
+                                    "comma-separated list of TP-469 Feature IDs") from None
         return cls(
             eut=get("usp_eut"), mtp=get("usp_mtp") or "mqtt",
             reports=Path(get("usp_reports") or "reports"), cases=get("usp_cases"),
             faults=tuple(f for f in get("usp_fault").split(",") if f),
-            features=tuple(int(f) for f in features.split(",") if f.strip()) if features else None,
+            features=feature_ids,
             include_deprecated=get("usp_include_deprecated").lower() in ("1", "true", "yes"),
         )
 
@@ -143,12 +149,18 @@ class CaseFile(pytest.File):
             raise CaseCollectionError(str(exc)) from None
         item = CaseItem.from_parent(self, name=f"{case.case_id} {case.title}", case=case)
         item.add_marker(pytest.mark.usp_case(case.case_id))
-        item.add_marker(pytest.mark.usp_section(case.case_id.split(".")[0]))
+        item.add_marker(pytest.mark.usp_section(case.section_number()))
         if case.feature_ids:
             item.add_marker(pytest.mark.usp_feature(*case.feature_ids))
         if case.mandatory:
             item.add_marker(pytest.mark.usp_mandatory)
         return [item]
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        # A schema error is one line (file:line: problem; fix) whatever --tb says.
+        if isinstance(excinfo.value, CaseCollectionError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
 
 
 class CaseCollectionError(Exception):
@@ -178,15 +190,22 @@ class CaseItem(pytest.Item):
         if reason is not None:
             self.result = _skip_result(self.case, reason)
             state.results.append(self.result)
-            pytest.skip(reason)
-        env = _environment(self.config)
-        from conformance.cases.runner import CaseRunner
+            # reported at the case file (as pytest's own skip marker does), not here
+            raise pytest.skip.Exception(reason, _use_item_location=True)
+        try:
+            env = _environment(self.config)
+        except SuiteError as exc:  # the environment did not start: an error verdict
+            self.result = _skip_result(self.case, str(exc), verdict="error")
+        else:
+            from conformance.cases.runner import CaseRunner
 
-        assert state.loop is not None
-        self.result = state.loop.run_until_complete(CaseRunner(self.case, env).run())
+            assert state.loop is not None
+            self.result = state.loop.run_until_complete(CaseRunner(self.case, env).run())
         state.results.append(self.result)
         if self.result.verdict == "error":
-            raise SuiteError(self.result.reason)
+            # Failing in setup makes pytest report an ERROR; pytest does not use
+            # repr_failure for setup, so the explanation is the message itself.
+            pytest.fail(_explain(self.result), pytrace=False)
 
     def runtest(self) -> None:
         if self.result.verdict == "fail":
@@ -204,14 +223,6 @@ class CaseItem(pytest.Item):
         return self.path, 0, f"TP-469 {self.case.case_id}: {self.case.title}"
 
 
-def pytest_collectreport(report: pytest.CollectReport) -> None:
-    if report.failed and isinstance(getattr(report, "longrepr", None), object):
-        text = str(report.longrepr)
-        if "CaseCollectionError" in text:
-            line = text.strip().splitlines()[-1]
-            report.longrepr = line.split("CaseCollectionError: ", 1)[-1]
-
-
 def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None:
     if case.functionality == "deprecated" and not opts.include_deprecated:
         return f"TP-469 {case.case_id} is deprecated (run with --usp-include-deprecated)"
@@ -222,7 +233,7 @@ def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None
     if missing:
         names = ", ".join(f"Feature ID {f}" for f in missing)
         return f"not applicable: the EUT does not support {names}"
-    if case.mtps and opts.mtp.rstrip("311") not in case.mtps and opts.mtp not in case.mtps:
+    if case.mtps and opts.mtp.removesuffix("311") not in case.mtps and opts.mtp not in case.mtps:
         return f"not applicable over {opts.mtp}: the case is about {', '.join(case.mtps)}"
     return None
 
@@ -253,8 +264,8 @@ def _environment(config: pytest.Config) -> Any:
                            "use the built-in reference agent")
         raise SuiteError(state.env_error)
     state.loop = asyncio.new_event_loop()
-    env = RunEnvironment(BuiltinSettings(mtp=opts.mtp, faults=opts.faults))
     try:
+        env = RunEnvironment(BuiltinSettings(mtp=opts.mtp, faults=opts.faults))
         state.env = state.loop.run_until_complete(env.__aenter__())
     except (RunnerError, OSError, ValueError) as exc:
         state.env_error = f"could not start the test environment: {exc}"
@@ -262,11 +273,12 @@ def _environment(config: pytest.Config) -> Any:
     return state.env.environment
 
 
-def _skip_result(case: Any, reason: str) -> Any:
+def _skip_result(case: Any, reason: str, verdict: Literal["skip", "error"] = "skip") -> Any:
+    """The result of a case that did not run (skip, or error when the environment broke)."""
     from conformance.report.model import CaseResult
 
     return CaseResult(case_id=case.case_id, title=case.title, section=case.section,
-                      functionality=case.functionality, verdict="skip", reason=reason,
+                      functionality=case.functionality, verdict=verdict, reason=reason,
                       feature_ids=list(case.feature_ids), requirements=list(case.requirements))
 
 
@@ -309,4 +321,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         command="usp-conformance run" + (f" --fault {','.join(opts.faults)}" if opts.faults else ""))
     write_reports(run, opts.reports)
     if exitstatus in (0, 1):  # keep pytest's own usage/interrupt codes
-        session.exitstatus = run.exit_status
+        # never below pytest's: a failing ordinary test in the same run still counts
+        session.exitstatus = max(int(exitstatus), run.exit_status)

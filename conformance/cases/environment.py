@@ -51,6 +51,13 @@ class BuiltinSettings:
     notification_timeout: float = 30.0
 
 
+def load_actions() -> dict[str, Any]:
+    """Python actions for ``python:`` steps (entry point group ``usp_conformance.actions``)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in entry_points(group="usp_conformance.actions")}
+
+
 class RunEnvironment:
     """The servers, identities and EUT of one run (async context manager)."""
 
@@ -69,7 +76,8 @@ class RunEnvironment:
     @property
     def environment(self) -> Environment:
         return Environment(controllers=self.controllers, agent_id=AGENT_ID,
-                           timeline=self.timeline, alternates=self.settings.alternates,
+                           timeline=self.timeline, alternates=self._alternates(),
+                           actions=load_actions(),
                            response_timeout=self.settings.response_timeout,
                            notification_timeout=self.settings.notification_timeout,
                            reboot=self.reboot, scenario=self.scenario, mtp=self.settings.mtp)
@@ -94,6 +102,15 @@ class RunEnvironment:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+    def _alternates(self) -> dict[str, str]:
+        """The reference agent profile's alternate elements, overridden by the settings."""
+        from conformance.eut import ALTERNATES, default_profile
+
+        profile = default_profile()
+        return {**{name: profile.alternate(name) for name in ALTERNATES
+                   if not name.endswith("_args")},
+                **dict(self.settings.alternates)}
 
     # --- start -----------------------------------------------------------------------------
 
@@ -180,6 +197,9 @@ class RunEnvironment:
             await self._boot_agent(since=mark)
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
+        if mtp.removesuffix("311") != self.settings.mtp.removesuffix("311"):
+            raise SuiteError(f"the case scripts the {mtp} server but this run is over "
+                             f"{self.settings.mtp}")
         if self.server is None or not hasattr(self.server, "set_scenario"):
             raise SuiteError(f"the {self.settings.mtp} server of this run has no scenario hooks")
         self.server.set_scenario(**dict(changes))

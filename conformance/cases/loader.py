@@ -51,6 +51,11 @@ class _Loader(yaml.SafeLoader):
         return out
 
 
+# SafeLoader builds mappings through its own constructor: route them to ours.
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                        lambda loader, node: loader.construct_mapping(node, deep=True))
+
+
 def _line(obj: Any, key: str | None = None) -> int:
     if isinstance(obj, _LineDict):
         if key is not None and key in obj.key_lines:

@@ -72,7 +72,12 @@ class CaseRunner:
     def __init__(self, case: Case, env: Environment) -> None:
         self.case = case
         self.env = env
-        self.variables: dict[str, Any] = {"alt": dict(env.alternates)}
+        self.variables: dict[str, Any] = {
+            "alt": dict(env.alternates),
+            # {controller.primary}: the Endpoint ID of each identity the suite plays
+            "controller": {name: c.endpoint_id for name, c in env.controllers.items()},
+            "agent": {"endpoint_id": env.agent_id},
+        }
         self.metrics = {n: MetricResult(n, text) for n, text in case.metrics.items()}
         self.result = CaseResult(
             case_id=case.case_id, title=case.title, section=case.section,
@@ -231,7 +236,8 @@ class CaseRunner:
                 await self._step(step, phase="cleanup")
             except Exception as exc:  # cleanup goes on; the problem is reported
                 self.result.warnings.append(f"cleanup step {step.index} failed: {exc}")
-                if self.result.verdict == "pass":
+                eut_failed = any(m.verdict == "fail" for m in self.metrics.values())
+                if self.result.verdict == "pass" and not eut_failed:
                     self._error(f"cleanup step {step.index} failed: the EUT may not be restored "
                                 f"({exc})")
 
