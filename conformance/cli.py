@@ -140,7 +140,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     argv = [str(cases), "-p", "no:cacheprovider", "-q" if not args.verbose else "-v",
             "--rootdir", str(cases.resolve().parent), "-o", "addopts=",
             "-W", "ignore::pytest.PytestAssertRewriteWarning",
-            "--usp-reports", args.reports, "--usp-mtp", args.mtp]
+            "--usp-reports", args.reports, "--usp-mtp", args.mtp,
+            "--alluredir", str(Path(args.reports) / "allure-results")]
     if args.eut:
         argv += ["--usp-eut", args.eut]
     if args.fault:
@@ -153,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         argv += ["--junitxml", args.junit_xml]
     code = int(pytest.main(argv))
     print(f"reports in {args.reports}/ (report.html, report-failures.html, summary.json, "
-          f"junit.xml, results.json)")
+          f"junit.xml, results.json, allure-results/)")
     return code
 
 

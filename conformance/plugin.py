@@ -202,6 +202,7 @@ class CaseItem(pytest.Item):
             assert state.loop is not None
             self.result = state.loop.run_until_complete(CaseRunner(self.case, env).run())
         state.results.append(self.result)
+        _allure(self.result)
         if self.result.verdict == "error":
             # Failing in setup makes pytest report an ERROR; pytest does not use
             # repr_failure for setup, so the explanation is the message itself.
@@ -221,6 +222,23 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"TP-469 {self.case.case_id}: {self.case.title}"
+
+
+def _allure(result: Any) -> None:
+    """Labels, links and evidence for allure-pytest (a no-op without ``--alluredir``)."""
+    try:
+        import allure
+    except ImportError:  # allure-pytest is a dependency, but reports must not need it
+        return
+    from conformance.report.allure_labels import attachments_for, labels_for, links_for
+
+    allure.dynamic.title(f"TP-469 {result.case_id} {result.title}")
+    for name, value in labels_for(result):
+        allure.dynamic.label(name, value)
+    for url, link_type in links_for(result):
+        allure.dynamic.link(url, link_type=link_type, name=url)
+    for name, body, mime in attachments_for(result):
+        allure.attach(body, name=name, attachment_type=mime)
 
 
 def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None:
