@@ -4,6 +4,7 @@
   frozen scenario dataclass (``broker.scenario = ...`` or
   ``broker.set_scenario(field=value)``), with every scripted action written
   to the timeline as ``<mtp>.scenario``;
+* :class:`ServerHost`: start/host/port/tls of a server on ``transport.Server``;
 * :class:`ConnectionView`: the per-client state objects of the brokers
   expose their transport connection's identity (conn_id, peer, TLS, the
   Endpoint IDs of the client certificate) the same way.
@@ -15,7 +16,7 @@ import dataclasses
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from conformance.mtp.timeline import Timeline
-from conformance.mtp.transport import Connection
+from conformance.mtp.transport import Connection, Server
 
 
 class _Scenario(Protocol):
@@ -60,6 +61,29 @@ class ScenarioHost(Generic[S]):
         if self.timeline is not None:
             self.timeline.record(kind, direction="local", mtp=self.MTP_NAME, conn_id=conn_id,
                                  decoded=decoded, note=note)
+
+
+class ServerHost:
+    """Mixin for a broker/server listening through ``self._server``."""
+
+    _server: Server
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Any:
+        """Listen on ``host:port`` (port 0: the OS picks; see :attr:`port`); returns self."""
+        await self._server.start_tcp(host, port)
+        return self
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def tls(self) -> bool:
+        return self._server.ssl_context is not None
 
 
 class ConnectionView:

@@ -106,7 +106,7 @@ from conformance.mtp.mqtt.topics import (
 )
 from conformance.mtp.mqtt.validate import Role, validate
 from conformance.mtp.timeline import Timeline
-from conformance.mtp.scenario import ScenarioHost
+from conformance.mtp.scenario import ScenarioHost, ServerHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 from conformance.usp.records import RecordDecodeError, parse_record
@@ -257,7 +257,7 @@ ClientPredicate = Callable[[MQTTClient], bool]
 SubscriptionPredicate = Callable[[MQTTClient, ClientSubscription], bool]
 
 
-class MQTTBroker(ScenarioHost[MQTTScenario]):
+class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
     """An MQTT 3.1.1 + 5.0 server on :class:`~conformance.mtp.transport.Server`.
 
     ``credentials`` maps User Name -> Password; when given, clients must
@@ -305,23 +305,6 @@ class MQTTBroker(ScenarioHost[MQTTScenario]):
         self.refused = 0
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
-        """Listen on ``host:port`` (port 0: the OS picks; see :attr:`port`)."""
-        await self._server.start_tcp(host, port)
-        return self
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def tls(self) -> bool:
-        return self._server.ssl_context is not None
 
     async def close(self) -> None:
         """Stop listening and drop every connection (idempotent); no Will is sent."""

@@ -68,7 +68,7 @@ from conformance.mtp.stomp.heartbeat import (
 )
 from conformance.mtp.stomp.validate import usp_endpoint_id, validate
 from conformance.mtp.timeline import Timeline
-from conformance.mtp.scenario import ConnectionView, ScenarioHost
+from conformance.mtp.scenario import ConnectionView, ScenarioHost, ServerHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 
@@ -269,7 +269,7 @@ def _unescaped(value: str) -> str:
 # --------------------------------------------------------------------------- broker
 
 
-class STOMPBroker(ScenarioHost[STOMPScenario]):
+class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
     """A STOMP 1.2 server on :class:`~conformance.mtp.transport.Server`.
 
     ``credentials`` maps login -> passcode; when given, clients must present
@@ -302,23 +302,6 @@ class STOMPBroker(ScenarioHost[STOMPScenario]):
         self.refused = 0
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> STOMPBroker:
-        """Listen on ``host:port`` (port 0: the OS picks; see :attr:`port`)."""
-        await self._server.start_tcp(host, port)
-        return self
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def tls(self) -> bool:
-        return self._server.ssl_context is not None
 
     async def close(self) -> None:
         """Stop listening and drop every connection (idempotent)."""
