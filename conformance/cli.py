@@ -161,9 +161,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from conformance.cases.loader import iter_case_files, load_case
     from conformance.cases.schema import CaseSchemaError
-    from conformance.plugin import BUILTIN_FEATURES
+    from conformance.eut import ProfileError, default_profile, load_profile
 
-    features = set(BUILTIN_FEATURES)
+    try:
+        profile = load_profile(Path(args.eut)) if args.eut else default_profile()
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    features = set(profile.features)
     if args.features:
         features = {int(f) for f in args.features.split(",") if f.strip()}
     status = 0
@@ -244,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     agt.set_defaults(func=_cmd_agent)
 
     run = sub.add_parser("run", help="run the conformance cases and write the reports")
-    run.add_argument("--eut", help="EUT profile (YAML); default: the built-in reference agent")
+    run.add_argument("--eut", help="EUT profile (YAML; fixtures/eut/); default: the built-in "
+                                   "reference agent's profile")
     run.add_argument("--mtp", default="mqtt",
                      help="MTP to test over: mqtt, mqtt311, stomp, websocket, uds (default mqtt)")
     run.add_argument("-k", help="only cases matching this pytest -k expression (e.g. '1.1 or 1.2')")
@@ -259,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list the cases and whether they apply to the EUT")
     lst.add_argument("--cases", help="case directory (default ./testcases)")
+    lst.add_argument("--eut", help="EUT profile whose Feature IDs decide applicability")
     lst.add_argument("--features", help="the EUT's Feature IDs, comma separated "
-                                        "(default: the built-in agent's)")
+                                        "(default: the profile's)")
     lst.set_defaults(func=_cmd_list)
 
     rep = sub.add_parser("report", help="re-render the reports from a results.json")

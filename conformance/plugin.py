@@ -259,12 +259,24 @@ def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None
 def _features(opts: USPOptions, state: _RunState) -> set[int]:
     if opts.features is not None:
         return set(opts.features)
-    return set(BUILTIN_FEATURES)
+    profile = _profile(opts, state)
+    return set(profile.features) if profile is not None else set()
 
 
-#: Feature IDs the built-in reference agent supports (TP-469 intro table).
-BUILTIN_FEATURES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 24, 25, 26, 27, 28,
-                    30, 31, 35, 36, 37, 38, 39, 40, 42)
+def _profile(opts: USPOptions, state: _RunState) -> Any:
+    """The EUT profile (``--usp-eut``, else the reference agent's), loaded once.
+
+    A broken profile is remembered as the run's environment error: every case
+    then gets an ``error`` verdict with the profile's one-line message.
+    """
+    if state.profile is None and state.env_error is None:
+        from conformance.eut import ProfileError, default_profile, load_profile
+
+        try:
+            state.profile = load_profile(Path(opts.eut)) if opts.eut else default_profile()
+        except ProfileError as exc:
+            state.env_error = str(exc)
+    return state.profile
 
 
 def _environment(config: pytest.Config) -> Any:
@@ -277,13 +289,22 @@ def _environment(config: pytest.Config) -> Any:
     from conformance.cases.environment import BuiltinSettings, RunEnvironment
     from conformance.cases.runner import SuiteError as RunnerError
 
-    if opts.eut:
-        state.env_error = ("EUT profiles are not wired into runs yet: run without --usp-eut to "
-                           "use the built-in reference agent")
+    profile = _profile(opts, state)
+    if profile is None:
+        raise SuiteError(str(state.env_error))
+    if not profile.is_builtin_agent:
+        state.env_error = (f"{opts.eut}: running against an external EUT is not supported yet; "
+                           "only profiles with 'agent: {builtin: true}' run for now")
         raise SuiteError(state.env_error)
+    from conformance.eut import ALTERNATES
+
     state.loop = asyncio.new_event_loop()
     try:
-        env = RunEnvironment(BuiltinSettings(mtp=opts.mtp, faults=opts.faults))
+        env = RunEnvironment(BuiltinSettings(
+            mtp=opts.mtp, faults=(*profile.agent.faults, *opts.faults),
+            alternates={n: profile.alternate(n) for n in ALTERNATES if not n.endswith("_args")},
+            response_timeout=profile.timeouts.response,
+            notification_timeout=profile.timeouts.notification))
         state.env = state.loop.run_until_complete(env.__aenter__())
     except (RunnerError, OSError, ValueError) as exc:
         state.env_error = f"could not start the test environment: {exc}"
@@ -328,11 +349,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from conformance.report.model import EUTInfo, RunResult
 
     opts = session.config.stash[_OPTIONS]
+    profile = _profile(opts, state)
+    eut = profile.report_info() if profile is not None else EUTInfo(name=opts.eut)
+    eut.feature_ids = sorted(_features(opts, state))
+    eut.mtps = [opts.mtp]
     run = RunResult(
-        eut=EUTInfo(name="usp-conformance reference agent" if not opts.eut else opts.eut,
-                    endpoint_id="os::012345-0001", manufacturer="usp-conformance",
-                    model="Reference Agent", firmware_version="1.0.0", firmware_banks=2,
-                    feature_ids=sorted(_features(opts, state)), mtps=[opts.mtp]),
+        eut=eut,
         cases=state.results, started=state.started,
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         suite_version=__version__,

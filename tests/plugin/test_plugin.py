@@ -469,7 +469,7 @@ def test_all_pass_exit_0_and_ini_include_deprecated(pytester: pytest.Pytester) -
 
 
 @pytest.mark.parametrize(("args", "reason"), [
-    (("--usp-eut", "profile.yaml"), "EUT profiles are not wired into runs yet"),
+    (("--usp-eut", "profile.yaml"), "profile.yaml"),
     (("--usp-mtp", "carrier-pigeon"), "unknown MTP 'carrier-pigeon'"),
 ])
 def test_environment_that_cannot_start_is_a_suite_error(pytester: pytest.Pytester,

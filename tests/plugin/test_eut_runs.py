@@ -1,0 +1,61 @@
+"""Runs driven by an EUT profile (--usp-eut): applicability, faults, report EUT info."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_1_1 = next((ROOT / "testcases" / "01-messages-and-path-names").glob("1.1-*.yaml"))
+REFERENCE = ROOT / "fixtures" / "eut" / "reference-agent.yaml"
+
+
+def _setup(pytester: pytest.Pytester) -> None:
+    target = pytester.path / "testcases" / "01" / REAL_1_1.name
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(REAL_1_1, target)
+
+
+def _results(path: Path) -> dict:
+    return json.loads((path / "results.json").read_text())
+
+
+def test_builtin_profile_runs_and_fills_the_report(pytester: pytest.Pytester) -> None:
+    _setup(pytester)
+    profile = pytester.path / "eut.yaml"
+    text = REFERENCE.read_text()
+    profile.write_text(text.replace("name: usp-conformance reference Agent",
+                                    "name: Lab unit 7"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
+    assert result.ret == 0, result.stdout.str()
+    data = _results(pytester.path / "reports")
+    assert data["eut"]["name"] == "Lab unit 7"
+    assert data["eut"]["endpoint_id"] == "os::012345-0001"
+    assert 36 in data["eut"]["feature_ids"]
+    # Faults named in the profile's agent section reach the built-in agent.
+    faulty = pytester.path / "faulty.yaml"
+    faulty.write_text(text.replace("  faults: []", "  faults: [add.no_unique_keys]"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(faulty),
+                                "--usp-reports", "r2")
+    assert result.ret == 1, result.stdout.str()
+    assert _results(pytester.path / "r2")["cases"][0]["verdict"] == "fail"
+
+
+def test_external_profile_is_a_clear_suite_error(pytester: pytest.Pytester) -> None:
+    _setup(pytester)
+    profile = pytester.path / "cpe.yaml"
+    profile.write_text(
+        "eut: {name: CPE, endpoint_id: 'os::00D09E-CPE-1', firmware_version: '1'}\n"
+        "features: [36]\n"
+        "mtps:\n  - {mtp: mqtt, version: '5.0', broker: suite, port: 0}\n"
+        "controllers: {primary: {endpoint_id: 'proto::controller-1'}}\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
+    out = result.stdout.str()
+    assert result.ret == 2, out
+    assert "external EUT is not supported yet" in out and "Traceback" not in out
+    assert _results(pytester.path / "reports")["eut"]["name"] == "CPE"
