@@ -77,7 +77,8 @@ class RunEnvironment:
     def environment(self) -> Environment:
         return Environment(controllers=self.controllers, agent_id=AGENT_ID,
                            timeline=self.timeline, alternates=self._alternates(),
-                           actions=load_actions(),
+                           actions={"close_connection": self.close_connection,
+                                    **load_actions()},
                            response_timeout=self.settings.response_timeout,
                            notification_timeout=self.settings.notification_timeout,
                            reboot=self.reboot, scenario=self.scenario, mtp=self.settings.mtp)
@@ -141,6 +142,7 @@ class RunEnvironment:
             return {"Device.MQTT.Client.1.BrokerPort": str(broker.port),
                     "Device.MQTT.Client.1.Enable": "true",
                     "Device.MQTT.Client.1.ProtocolVersion": "3.1.1" if mtp == "mqtt311" else "5.0",
+                    "Device.MQTT.Client.1.ConnectRetryTime": "1",  # quick reconnects in runs
                     "Device.LocalAgent.MTP.1.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.1.MQTT.Topic": "usp/controller/primary",
                     }, bindings
@@ -150,6 +152,7 @@ class RunEnvironment:
                         for name, eid in IDENTITIES.items()}
             return {"Device.STOMP.Connection.1.Port": str(broker.port),
                     "Device.STOMP.Connection.1.Enable": "true",
+                    "Device.STOMP.Connection.1.ServerRetryInitialInterval": "1",
                     "Device.LocalAgent.MTP.2.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
                     "Device.LocalAgent.Controller.1.MTP.2.Enable": "true",
@@ -163,6 +166,8 @@ class RunEnvironment:
                     "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
                     "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
                     "Device.LocalAgent.Controller.1.MTP.3.Enable": "true",
+                    "Device.LocalAgent.Controller.1.MTP.3.WebSocket.SessionRetryMinimumWaitInterval":
+                        "1",
                     "Device.LocalAgent.Controller.1.MTP.3.WebSocket.Port": str(server.port)}, bindings
         path = str(state_dir / "usp.sock")
         server = self.server = await UDSServer(path, IDENTITIES["primary"], timeline=tl).start()
@@ -195,6 +200,21 @@ class RunEnvironment:
         if self.runtime is not None:  # the in-process agent: its next life
             await asyncio.wait_for(self.runtime.run(), 30.0)
             await self._boot_agent(since=mark)
+
+    async def close_connection(self, _runner: Any = None) -> None:
+        """Drop the EUT's MTP connection without any protocol goodbye (the
+        ``close_connection`` python action); the agent reconnects on its own."""
+        server = self.server
+        if isinstance(server, MQTTBroker):
+            await server.drop_client(AGENT_ID)
+        elif isinstance(server, STOMPBroker):
+            await server.drop(AGENT_ID)
+        elif isinstance(server, WSServer):
+            await server.abort_agent(AGENT_ID)
+        elif isinstance(server, UDSServer):
+            await server.close_peers("closed by the case")
+        else:
+            raise SuiteError("no suite server holds the EUT's connection")
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
         if mtp.removesuffix("311") != self.settings.mtp.removesuffix("311"):

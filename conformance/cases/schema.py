@@ -33,7 +33,8 @@ Steps (each a mapping with exactly one action):
 * ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
 * ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
 * ``python``: ``{action: name, args: {...}}`` a Python action registered under the
-  ``usp_conformance.actions`` entry point group.
+  ``usp_conformance.actions`` entry point group (called as ``action(runner, **args)``);
+  built in: ``close_connection`` (drop the EUT's MTP connection).
 
 ``expect`` inside a ``send`` step: one of ``response: <matcher>`` (the response
 body, e.g. ``{add_resp: {...}}``), ``error: <matcher>`` (the Error body) or
