@@ -293,9 +293,16 @@ def _environment(config: pytest.Config) -> Any:
     if profile is None:
         raise SuiteError(str(state.env_error))
     if not profile.is_builtin_agent:
-        state.env_error = (f"{opts.eut}: running against an external EUT is not supported yet; "
-                           "only profiles with 'agent: {builtin: true}' run for now")
-        raise SuiteError(state.env_error)
+        from conformance.cases.environment import ExternalEnvironment
+
+        state.loop = asyncio.new_event_loop()
+        try:
+            external = ExternalEnvironment(profile, None if opts.mtp == "mqtt" else opts.mtp)
+            state.env = state.loop.run_until_complete(external.__aenter__())
+        except (RunnerError, OSError, ValueError) as exc:
+            state.env_error = f"could not start the test environment: {exc}"
+            raise SuiteError(state.env_error) from None
+        return state.env.environment
     from conformance.eut import ALTERNATES
 
     state.loop = asyncio.new_event_loop()

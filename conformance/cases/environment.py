@@ -223,3 +223,120 @@ class RunEnvironment:
         if self.server is None or not hasattr(self.server, "set_scenario"):
             raise SuiteError(f"the {self.settings.mtp} server of this run has no scenario hooks")
         self.server.set_scenario(**dict(changes))
+
+
+class ExternalEnvironment:
+    """An EUT the suite does not start, described by its profile (async context manager).
+
+    Supported now: MQTT with the suite as the broker (``broker: suite``) on the
+    profile's host/port, credentials and TLS; the controller identities of the
+    profile on their topics; reboot by ``usp``, ``command`` or ``operator``.
+    """
+
+    def __init__(self, profile: Any, mtp: str | None = None) -> None:
+        self.profile = profile
+        try:
+            self.config = profile.mtp(mtp or None)
+        except LookupError as exc:
+            raise SuiteError(str(exc)) from None
+        if self.config.mtp != "mqtt" or getattr(self.config, "external", False):
+            raise SuiteError(f"{self.config.describe()}: external EUTs run over MQTT with the "
+                             "suite as broker for now; other MTPs are not supported yet")
+        self.timeline = Timeline()
+        self.controllers: dict[str, Controller] = {}
+        self.server: MQTTBroker | None = None
+        self.agent_id = profile.eut.endpoint_id
+
+    @property
+    def environment(self) -> Environment:
+        from conformance.eut import ALTERNATES
+
+        t = self.profile.timeouts
+        return Environment(
+            controllers=self.controllers, agent_id=self.agent_id, timeline=self.timeline,
+            alternates={n: self.profile.alternate(n) for n in ALTERNATES if not n.endswith("_args")},
+            response_timeout=t.response, notification_timeout=t.notification,
+            reboot=self.reboot, scenario=self.scenario, mtp="mqtt",
+            actions={"close_connection": self.close_connection, **load_actions()})
+
+    async def __aenter__(self) -> ExternalEnvironment:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for ctrl in self.controllers.values():
+            await ctrl.close()
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    async def _start(self) -> None:
+        cfg = self.config
+        credentials = {cfg.username: cfg.password or ""} if cfg.username else None
+        self.server = await MQTTBroker(timeline=self.timeline, ssl_context=self._tls(),
+                                       credentials=credentials).start(cfg.host, cfg.port)
+        for ident in self.profile.controllers:
+            topic = ident.topic or (cfg.controller_topic if ident.role == "primary"
+                                    else f"{cfg.controller_topic}/{ident.role}")
+            binding = self.server.attach_controller(ident.endpoint_id, topic)
+            if cfg.agent_topic:
+                binding.set_agent_topic(self.agent_id, cfg.agent_topic)
+            ctrl = Controller(ident.endpoint_id, timeline=self.timeline,
+                              default_timeout=self.profile.timeouts.response)
+            ctrl.attach(binding, agent_id=self.agent_id)
+            self.controllers[ident.role] = ctrl
+        await self._wait_connected(since=0)
+
+    def _tls(self) -> Any:
+        tls = self.config.tls
+        if not tls.enabled:
+            return None
+        from conformance.mtp import pki
+
+        if tls.certificate is None or tls.key is None:
+            raise SuiteError(f"{self.config.describe()}: TLS needs the broker's certificate and "
+                             "key in the profile (make them with: usp-conformance certs DIR)")
+        cred = pki.load_credential(tls.certificate, tls.key)
+        anchors = pki.load_certs(tls.ca.read_bytes()) if tls.ca is not None else []
+        return pki.ssl_context("server", cred, trust=anchors,
+                               require_client_cert=bool(tls.require_client_cert and anchors))
+
+    async def _wait_connected(self, *, since: int) -> None:
+        timeout = self.profile.timeouts.reconnect
+        try:
+            await self.controllers["primary"].connect_record("mqtt_connect", since=since,
+                                                             timeout=timeout)
+        except ControllerTimeout:
+            raise SuiteError(f"the EUT {self.agent_id} did not connect to the suite's MQTT broker "
+                             f"on {self.config.host}:{self.config.port} within {timeout:g}s; "
+                             "check its Device.MQTT.Client settings") from None
+
+    async def reboot(self) -> None:
+        """Reboot as the profile says, then wait for the MQTTConnect Record."""
+        primary = self.controllers["primary"]
+        mark = primary.mark
+        method = self.profile.reboot
+        if method.method == "usp":
+            await primary.send(messages.request("operate", {
+                "command": "Device.Reboot()", "command_key": "suite-reboot", "send_resp": True}))
+        elif method.method == "command":
+            proc = await asyncio.create_subprocess_shell(str(method.command))
+            if await asyncio.wait_for(proc.wait(), method.reconnect_timeout) != 0:
+                raise SuiteError(f"reboot command failed: {method.command}")
+        else:
+            print(f"\nusp-conformance: reboot the EUT {self.agent_id} now; waiting up to "
+                  f"{method.reconnect_timeout:g}s for it to reconnect", flush=True)
+        await self._wait_connected(since=mark + 1)
+
+    async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
+        if mtp != "mqtt" or self.server is None:
+            raise SuiteError(f"no scriptable {mtp} server in this run")
+        self.server.set_scenario(**dict(changes))
+
+    async def close_connection(self, _runner: Any = None) -> None:
+        assert self.server is not None
+        await self.server.drop_client(self.agent_id)

@@ -46,16 +46,59 @@ def test_builtin_profile_runs_and_fills_the_report(pytester: pytest.Pytester) ->
     assert _results(pytester.path / "r2")["cases"][0]["verdict"] == "fail"
 
 
-def test_external_profile_is_a_clear_suite_error(pytester: pytest.Pytester) -> None:
+def test_external_eut_over_the_suite_broker(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """The reference agent run as its own process stands in for a real device: the
+    profile describes it, the suite is its MQTT broker on the profile's port."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.tools import free_port
+
+    _setup(pytester)
+    port = free_port()
+    profile = pytester.path / "cpe.yaml"
+    profile.write_text(
+        "eut: {name: Stand-in CPE, endpoint_id: 'os::012345-0001', firmware_version: '1.0.0'}\n"
+        "features: [36]\n"
+        f"mtps:\n  - {{mtp: mqtt, version: '5.0', broker: suite, host: 127.0.0.1, port: {port},"
+        " controller_topic: usp/controller}\n"
+        "controllers: {primary: {endpoint_id: 'proto::controller-1'}}\n"
+        "reboot: {method: usp}\n"
+        "timeouts: {reconnect: 30}\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text("state_dir: state\nvalues:\n"
+                      f"  Device.MQTT.Client.1.BrokerPort: {port}\n"
+                      "  Device.MQTT.Client.1.ConnectRetryTime: 1\n"
+                      "  Device.MQTT.Client.1.Enable: true\n"
+                      "  Device.LocalAgent.MTP.1.Enable: true\n")
+    agent = subprocess.Popen([sys.executable, "-m", "conformance.cli", "agent", "--config",
+                              str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait(timeout=30)
+    assert result.ret == 0, result.stdout.str()
+    data = _results(pytester.path / "reports")
+    assert data["eut"]["name"] == "Stand-in CPE"
+    assert data["cases"][0]["verdict"] == "pass"
+
+
+def test_unsupported_external_mtp_is_a_clear_suite_error(pytester: pytest.Pytester) -> None:
     _setup(pytester)
     profile = pytester.path / "cpe.yaml"
     profile.write_text(
         "eut: {name: CPE, endpoint_id: 'os::00D09E-CPE-1', firmware_version: '1'}\n"
-        "features: [36]\n"
-        "mtps:\n  - {mtp: mqtt, version: '5.0', broker: suite, port: 0}\n"
+        "features: [17]\n"
+        "mtps:\n  - {mtp: stomp}\n"
         "controllers: {primary: {endpoint_id: 'proto::controller-1'}}\n")
     result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
     out = result.stdout.str()
     assert result.ret == 2, out
-    assert "external EUT is not supported yet" in out and "Traceback" not in out
+    assert "not supported yet" in out and "Traceback" not in out
     assert _results(pytester.path / "reports")["eut"]["name"] == "CPE"
