@@ -158,6 +158,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_selftest(args: argparse.Namespace) -> int:
+    import asyncio
+    import re
+
+    from conformance.cases.loader import iter_case_files, load_case
+    from conformance.cases.schema import CaseSchemaError
+    from conformance.cases.selftest import run_matrix, table, write_json
+
+    cases = []
+    for path in iter_case_files(_cases_dir(args.cases)):
+        try:
+            case = load_case(path)
+        except CaseSchemaError as exc:
+            raise UserError(str(exc)) from None
+        if case.functionality in ("deprecated", "future"):
+            continue
+        if args.k and not re.search(args.k, f"{case.case_id} {case.title}"):
+            continue
+        cases.append(case)
+    if not cases:
+        raise UserError("no case selected")
+    rows = asyncio.run(run_matrix(cases, mtp=args.mtp))
+    print(table(rows))
+    print(f"kill matrix written to {write_json(rows, Path(args.out))}")
+    return 0 if all(r.ok for r in rows) else 1
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from conformance.cases.loader import iter_case_files, load_case
     from conformance.cases.schema import CaseSchemaError
@@ -261,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--junit-xml", help="also write pytest's own JUnit XML here")
     run.add_argument("-v", "--verbose", action="store_true", help="one line per case")
     run.set_defaults(func=_cmd_run)
+
+    slf = sub.add_parser("selftest", help="run each case against the clean reference agent "
+                                          "(must pass) and with each fault in its killed_by "
+                                          "(must fail on that metric)")
+    slf.add_argument("--mtp", default="mqtt", help="MTP (default mqtt)")
+    slf.add_argument("-k", help="only cases whose 'id title' matches this regular expression")
+    slf.add_argument("--cases", help="case directory (default ./testcases)")
+    slf.add_argument("--out", default="reports/selftest.json", help="where to write the matrix")
+    slf.set_defaults(func=_cmd_selftest)
 
     lst = sub.add_parser("list", help="list the cases and whether they apply to the EUT")
     lst.add_argument("--cases", help="case directory (default ./testcases)")

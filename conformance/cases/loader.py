@@ -28,7 +28,7 @@ from conformance.cases.schema import (
 from conformance.usp import messages, schema
 
 CASE_KEYS = ("id", "title", "purpose", "functionality", "requirements", "metrics", "setup",
-             "steps", "cleanup", "mtps", "notes")
+             "steps", "cleanup", "mtps", "notes", "killed_by")
 REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
 SEND_OPTIONS = ("as", "expect", "capture", "note")
 EXPECT_KEYS = ("response", "error", "none", "metrics", "received", "within")
@@ -120,6 +120,7 @@ def load_case(path: Path) -> Case:
         steps=_steps(data, "steps", where, metrics),
         cleanup=_steps(data, "cleanup", where, metrics),
         path=where, section=sections, mtps=tuple(str(m) for m in mtps),
+        killed_by=_killed_by(data, where, metrics),
     )
     proven = {m for step in case.steps for m in _step_metrics(step)}
     missing = sorted(set(metrics) - proven)
@@ -127,6 +128,30 @@ def load_case(path: Path) -> Case:
         raise CaseSchemaError(f"{where}:{_line(data, 'metrics')}: metric(s) {missing} are not "
                               "proved by any step; add them to an expect's 'metrics'")
     return case
+
+
+def _killed_by(data: Mapping[str, Any], where: str, metrics: Mapping[int, str]) -> dict[str, int]:
+    """``killed_by: {fault: metric}``: faults of the reference agent that must fail the case."""
+    raw = data.get("killed_by") or {}
+    line = _line(data, "killed_by")
+    if not isinstance(raw, Mapping):
+        raise CaseSchemaError(f"{where}:{line}: killed_by maps reference-agent fault names to "
+                              "the metric number each breaks")
+    from conformance.agent.faults import catalogue
+
+    known = catalogue()
+    out: dict[str, int] = {}
+    for fault, metric in raw.items():
+        if fault not in known:
+            hint = difflib.get_close_matches(str(fault), known, n=1)
+            raise CaseSchemaError(f"{where}:{_line(raw, str(fault)) or line}: unknown fault "
+                                  f"'{fault}'" + (f"; did you mean '{hint[0]}'?" if hint else
+                                                  "; see usp-conformance agent --list-faults"))
+        if not isinstance(metric, int) or (metric not in metrics and not 901 <= metric <= 904):
+            raise CaseSchemaError(f"{where}:{_line(raw, str(fault)) or line}: killed_by "
+                                  f"{fault}: {metric!r} is not a metric of this case")
+        out[str(fault)] = metric
+    return out
 
 
 def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str, what: str) -> None:

@@ -20,6 +20,8 @@ A case file (``testcases/01-messages-and-path-names/1.1-add-....yaml``)::
         expect: {response: {get_resp: {...}}, metrics: [3, 4]}
     cleanup:                         # always run, also after a failure or an error
       - send: {delete: {obj_paths: ["{sub}"]}}
+    killed_by:                       # selftest: reference-agent faults that must fail it
+      add.no_unique_keys: 2          # ... and the metric each one breaks
 
 Steps (each a mapping with exactly one action):
 
@@ -105,6 +107,8 @@ class Case:
     path: str
     section: str
     mtps: tuple[str, ...] = ()          # MTPs the case is about (empty: any)
+    #: reference-agent faults that must make the case fail, with the metric they break
+    killed_by: Mapping[str, int] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
