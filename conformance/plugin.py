@@ -303,13 +303,13 @@ def _environment(config: pytest.Config) -> Any:
             state.env_error = f"could not start the test environment: {exc}"
             raise SuiteError(state.env_error) from None
         return state.env.environment
-    from conformance.eut import ALTERNATES
+    from conformance.cases.environment import profile_alternates
 
     state.loop = asyncio.new_event_loop()
     try:
         env = RunEnvironment(BuiltinSettings(
             mtp=opts.mtp, faults=(*profile.agent.faults, *opts.faults),
-            alternates={n: profile.alternate(n) for n in ALTERNATES if not n.endswith("_args")},
+            alternates=profile_alternates(profile),
             response_timeout=profile.timeouts.response,
             notification_timeout=profile.timeouts.notification))
         state.env = state.loop.run_until_complete(env.__aenter__())

@@ -51,6 +51,31 @@ class BuiltinSettings:
     notification_timeout: float = 30.0
 
 
+def profile_alternates(profile: Any) -> dict[str, str]:
+    """The alternate elements of an EUT profile (defaults filled in), by name."""
+    from conformance.eut import ALTERNATES
+
+    return {name: profile.alternate(name) for name in ALTERNATES if not name.endswith("_args")}
+
+
+class _Started:
+    """Async context manager shape of both environments: ``_start`` or clean up."""
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(self, *exc: object) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Any:
+        try:
+            await self._start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+
 def load_actions() -> dict[str, Any]:
     """Python actions for ``python:`` steps (entry point group ``usp_conformance.actions``)."""
     from importlib.metadata import entry_points
@@ -58,7 +83,7 @@ def load_actions() -> dict[str, Any]:
     return {ep.name: ep.load() for ep in entry_points(group="usp_conformance.actions")}
 
 
-class RunEnvironment:
+class RunEnvironment(_Started):
     """The servers, identities and EUT of one run (async context manager)."""
 
     def __init__(self, settings: BuiltinSettings) -> None:
@@ -83,14 +108,6 @@ class RunEnvironment:
                            notification_timeout=self.settings.notification_timeout,
                            reboot=self.reboot, scenario=self.scenario, mtp=self.settings.mtp)
 
-    async def __aenter__(self) -> RunEnvironment:
-        try:
-            await self._start()
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
         if self.runtime is not None:
             await self.runtime.stop()
@@ -106,12 +123,9 @@ class RunEnvironment:
 
     def _alternates(self) -> dict[str, str]:
         """The reference agent profile's alternate elements, overridden by the settings."""
-        from conformance.eut import ALTERNATES, default_profile
+        from conformance.eut import default_profile
 
-        profile = default_profile()
-        return {**{name: profile.alternate(name) for name in ALTERNATES
-                   if not name.endswith("_args")},
-                **dict(self.settings.alternates)}
+        return {**profile_alternates(default_profile()), **dict(self.settings.alternates)}
 
     # --- start -----------------------------------------------------------------------------
 
@@ -225,7 +239,7 @@ class RunEnvironment:
         self.server.set_scenario(**dict(changes))
 
 
-class ExternalEnvironment:
+class ExternalEnvironment(_Started):
     """An EUT the suite does not start, described by its profile (async context manager).
 
     Supported now: MQTT with the suite as the broker (``broker: suite``) on the
@@ -249,23 +263,13 @@ class ExternalEnvironment:
 
     @property
     def environment(self) -> Environment:
-        from conformance.eut import ALTERNATES
-
         t = self.profile.timeouts
         return Environment(
             controllers=self.controllers, agent_id=self.agent_id, timeline=self.timeline,
-            alternates={n: self.profile.alternate(n) for n in ALTERNATES if not n.endswith("_args")},
+            alternates=profile_alternates(self.profile),
             response_timeout=t.response, notification_timeout=t.notification,
             reboot=self.reboot, scenario=self.scenario, mtp="mqtt",
             actions={"close_connection": self.close_connection, **load_actions()})
-
-    async def __aenter__(self) -> ExternalEnvironment:
-        try:
-            await self._start()
-        except BaseException:
-            await self.__aexit__()
-            raise
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         for ctrl in self.controllers.values():

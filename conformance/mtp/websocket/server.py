@@ -32,6 +32,7 @@ from typing import Any, Self
 
 from conformance.mtp.binding import Binding, BindingClosed
 from conformance.mtp.timeline import Timeline
+from conformance.mtp.scenario import ServerHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
 from conformance.usp.records import RecordDecodeError, parse_record
@@ -81,7 +82,7 @@ class ConnectionAttempt:
     eid: str | None = None
 
 
-class WSServer:
+class WSServer(ServerHost):
     """WebSocket server for agents; one Controller endpoint (``endpoint_id``)."""
 
     mtp = MTP
@@ -134,19 +135,6 @@ class WSServer:
         self._changes = StateChanges()
 
     # --- lifecycle ----------------------------------------------------------
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> WSServer:
-        """Listen on ``host:port`` (port 0: the OS picks, see :attr:`port`)."""
-        await self._server.start_tcp(host, port)
-        return self
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
 
     @property
     def url(self) -> str:
