@@ -18,6 +18,7 @@ from conformance.agent.faults import FaultSet
 from conformance.agent.messages.delete import handle_delete
 from conformance.usp import errors, messages, records
 from conformance.usp.schema import Msg, MsgType
+from tests.support.access import DenyRules as Deny
 
 AGENT, CTRL = "os::012345-AGENT", "proto::controller-1"
 SUB = "Device.LocalAgent.Subscription."
@@ -36,15 +37,6 @@ def make_state(*faults: str) -> AgentState:
         store.add(SUB, {"Alias": f"cpe-{n}", "ID": f"s{n}", "Enable": "true"})
     return state
 
-
-class Deny:
-    """Access that refuses (kind, path prefix, op) triples and allows the rest."""
-
-    def __init__(self, *rules: tuple[str, str, str]) -> None:
-        self.rules = rules
-
-    def allows(self, kind: str, path: str, op: str) -> bool:  # type: ignore[override]
-        return not any(kind == k and path.startswith(p) and op == o for k, p, o in self.rules)
 
 
 def delete(state: AgentState, paths: list[str], *, allow_partial: bool = False,

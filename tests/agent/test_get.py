@@ -25,6 +25,7 @@ from conformance.agent.messages.get import (
 )
 from conformance.usp import messages, paths, records
 from conformance.usp.schema import msg_pb2
+from tests.support.access import DenyKinds as Deny
 
 AGENT, CTRL = "os::012345-AGENT", "proto::controller-1"
 LA = "Device.LocalAgent."
@@ -67,15 +68,6 @@ def _one(state: AgentState, path: str, **kw) -> msg_pb2.GetResp.RequestedPathRes
 def _resolved(result) -> dict[str, dict[str, str]]:
     return {r.resolved_path: dict(r.result_params) for r in result.resolved_path_results}
 
-
-class Deny:
-    """Access that refuses ``op`` for targets starting with one of ``prefixes`` (per kind)."""
-
-    def __init__(self, **denied: tuple[str, ...]) -> None:
-        self.denied = denied
-
-    def allows(self, kind: str, path: str, op: str) -> bool:
-        return not any(path.startswith(p) for p in self.denied.get(kind, ()))
 
 
 class Secured(Deny):

@@ -18,6 +18,7 @@ from conformance.agent.faults import REGISTRY, FaultSet
 from conformance.agent.messages.get import get_instances_path, handle_get_instances
 from conformance.usp import messages, paths, records
 from conformance.usp.schema import msg_pb2
+from tests.support.access import DenyKinds as Deny
 
 AGENT, CTRL = "os::012345-AGENT", "proto::controller-1"
 LA = "Device.LocalAgent."
@@ -64,15 +65,6 @@ def _insts(result) -> list[str]:
 def _keys(result) -> dict[str, dict[str, str]]:
     return {c.instantiated_obj_path: dict(c.unique_keys) for c in result.curr_insts}
 
-
-class Deny:
-    """Access that refuses every operation on targets starting with one of the prefixes (per kind)."""
-
-    def __init__(self, **denied: tuple[str, ...]) -> None:
-        self.denied = denied
-
-    def allows(self, kind: str, path: str, op: str) -> bool:
-        return not any(path.startswith(p) for p in self.denied.get(kind, ()))
 
 
 # --- TP-469 cases -----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from conformance.agent.messages import write
 from conformance.agent.messages.set import handle_set
 from conformance.usp import errors, messages, records
 from conformance.usp.schema import Msg, MsgType
+from tests.support.access import DenyRules as Deny
 
 AGENT, CTRL = "os::012345-AGENT", "proto::controller-1"
 SUB = "Device.LocalAgent.Subscription."
@@ -44,15 +45,6 @@ def make_state(*faults: str, subscriptions: int = 2) -> AgentState:
                               "NotifExpiration": str(n - 1), "Enable": "true"})
     return state
 
-
-class Deny:
-    """Access that refuses (kind, path prefix, op) triples and allows the rest."""
-
-    def __init__(self, *rules: tuple[str, str, str]) -> None:
-        self.rules = rules
-
-    def allows(self, kind: str, path: str, op: str) -> bool:  # type: ignore[override]
-        return not any(kind == k and path.startswith(p) and op == o for k, p, o in self.rules)
 
 
 def setting(param: str, value: str, required: bool = False) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from conformance.agent.messages.supported_dm import (
 )
 from conformance.usp import messages, records
 from conformance.usp.schema import msg_pb2
+from tests.support.access import DenyKinds as Deny
 
 AGENT, CTRL = "os::012345-AGENT", "proto::controller-1"
 LA = "Device.LocalAgent."
@@ -74,15 +75,6 @@ def _objs(result) -> dict[str, G.SupportedObjectResult]:
 def _has_details(obj: G.SupportedObjectResult) -> bool:
     return bool(obj.supported_params or obj.supported_commands or obj.supported_events)
 
-
-class Deny:
-    """Access that refuses every operation on targets starting with one of the prefixes (per kind)."""
-
-    def __init__(self, **denied: tuple[str, ...]) -> None:
-        self.denied = denied
-
-    def allows(self, kind: str, path: str, op: str) -> bool:
-        return not any(path.startswith(p) for p in self.denied.get(kind, ()))
 
 
 def _assert_valid_details(obj: G.SupportedObjectResult, odef: ObjectDef) -> None:
