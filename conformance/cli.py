@@ -166,6 +166,11 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
     from conformance.cases.schema import CaseSchemaError
     from conformance.cases.selftest import run_matrix, table, write_json
 
+    from conformance.cases.environment import BUILTIN_MTPS
+
+    if args.mtp not in BUILTIN_MTPS:
+        raise UserError(f"unknown MTP {args.mtp!r} for the reference agent; choose one of "
+                        f"{', '.join(BUILTIN_MTPS)}")
     cases = []
     for path in iter_case_files(_cases_dir(args.cases)):
         try:
@@ -179,7 +184,7 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
         cases.append(case)
     if not cases:
         raise UserError("no case selected")
-    rows = asyncio.run(run_matrix(cases, mtp=args.mtp))
+    rows = asyncio.run(run_matrix(cases, mtp=args.mtp, jobs=args.jobs))
     print(table(rows))
     print(f"kill matrix written to {write_json(rows, Path(args.out))}")
     return 0 if all(r.ok for r in rows) else 1
@@ -278,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eut", help="EUT profile (YAML; fixtures/eut/); default: the built-in "
                                    "reference agent's profile")
     run.add_argument("--mtp", default="mqtt",
-                     help="MTP to test over: mqtt, mqtt311, stomp, websocket, uds (default mqtt)")
+                     help="MTP to test over: mqtt, mqtt311, stomp, websocket (the agent dials), "
+                          "websocket-server (the suite dials the agent), uds (default mqtt)")
     run.add_argument("-k", help="only cases matching this pytest -k expression (e.g. '1.1 or 1.2')")
     run.add_argument("--fault", action="append", default=[], metavar="NAME",
                      help="built-in agent only: make it commit this fault (repeatable)")
@@ -296,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     slf.add_argument("-k", help="only cases whose 'id title' matches this regular expression")
     slf.add_argument("--cases", help="case directory (default ./testcases)")
     slf.add_argument("--out", default="reports/selftest.json", help="where to write the matrix")
+    slf.add_argument("--jobs", type=int, default=4,
+                     help="agents run at the same time (default 4)")
     slf.set_defaults(func=_cmd_selftest)
 
     lst = sub.add_parser("list", help="list the cases and whether they apply to the EUT")

@@ -41,7 +41,7 @@ MARKERS = (
 #: (option, ini name, help, default)
 OPTIONS = (
     ("--usp-eut", "usp_eut", "EUT profile (YAML); none: the built-in reference agent", ""),
-    ("--usp-mtp", "usp_mtp", "MTP to test over (mqtt, mqtt311, stomp, websocket, uds)", "mqtt"),
+    ("--usp-mtp", "usp_mtp", "MTP to test over (mqtt, mqtt311, stomp, websocket, websocket-server, uds)", "mqtt"),
     ("--usp-reports", "usp_reports", "directory for reports", "reports"),
     ("--usp-cases", "usp_cases", "directory holding case files", ""),
     ("--usp-fault", "usp_fault", "built-in agent only: faults to commit (comma separated)", ""),

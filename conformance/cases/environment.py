@@ -21,19 +21,23 @@ from typing import Any
 
 from conformance.agent.config import AgentConfig
 from conformance.agent.runtime import AgentRuntime
-from conformance.cases.runner import Environment, SuiteError
+from conformance.cases.runner import Environment, EUTNotBack, SuiteError
 from conformance.controller.controller import Controller, ControllerTimeout
 from conformance.mtp.binding import Binding
 from conformance.mtp.mqtt.broker import MQTTBroker
 from conformance.mtp.stomp.broker import STOMPBroker
 from conformance.mtp.timeline import Timeline
 from conformance.mtp.uds.server import UDSServer
+from conformance.mtp.websocket.client import WSClient
 from conformance.mtp.websocket.server import WSServer
 from conformance.usp import messages
 
 #: MTPs the built-in agent can be tested over, with the connect Record each sends.
+#: ``websocket``: the agent dials the suite's WebSocket server; ``websocket-server``: the
+#: agent is the WebSocket server (LocalAgent.MTP.3) and the suite's controller dials it.
 BUILTIN_MTPS = {"mqtt": "mqtt_connect", "mqtt311": "mqtt_connect", "stomp": "stomp_connect",
-                "websocket": "websocket_connect", "uds": "uds_connect"}
+                "websocket": "websocket_connect", "websocket-server": "websocket_connect",
+                "uds": "uds_connect"}
 IDENTITIES = {"primary": "proto::controller-1", "secondary": "proto::controller-2",
               "unknown": "proto::controller-unknown"}
 AGENT_ID = "os::012345-0001"
@@ -141,6 +145,9 @@ class RunEnvironment(_Started):
                               default_timeout=s.response_timeout)
             ctrl.attach(binding, agent_id=AGENT_ID)
             self.controllers[name] = ctrl
+        if s.mtp == "websocket-server":
+            self.controllers["primary"] = Controller(IDENTITIES["primary"], timeline=self.timeline,
+                                                     default_timeout=s.response_timeout)
         self._config = AgentConfig(state_dir=state_dir, faults=tuple(s.faults),
                                    extra_values=values)
         await self._boot_agent(since=0)
@@ -172,6 +179,12 @@ class RunEnvironment(_Started):
                     "Device.LocalAgent.Controller.1.MTP.2.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.2.STOMP.Destination":
                         "/queue/controller-primary"}, bindings
+        if mtp == "websocket-server":
+            # The agent listens (port 0: the OS picks); the suite dials it after each boot.
+            return {"Device.LocalAgent.MTP.3.Enable": "true",
+                    "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
+                    "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
+                    "Device.LocalAgent.Controller.1.MTP.3.Enable": "false"}, {}
         if mtp == "websocket":
             # One identity per connection-oriented MTP: the agent dials the primary only.
             server = self.server = await WSServer(IDENTITIES["primary"], timeline=tl).start()
@@ -195,6 +208,8 @@ class RunEnvironment(_Started):
         assert self._config is not None
         self.runtime = await AgentRuntime(self._config).start()
         primary = self.controllers["primary"]
+        if self.settings.mtp == "websocket-server":
+            await self._dial_agent()
         try:
             await primary.connect_record(BUILTIN_MTPS[self.settings.mtp], since=since,
                                          timeout=max(self.settings.response_timeout, 15.0))
@@ -202,18 +217,49 @@ class RunEnvironment(_Started):
             raise SuiteError(f"the built-in agent did not connect over {self.settings.mtp}: "
                              f"{exc}") from None
 
+    async def _dial_agent(self) -> None:
+        """Open the primary controller's WebSocket session to the agent's server (R-WS.3)."""
+        assert self.runtime is not None
+        servers = [m for m in self.runtime.mtps if getattr(m, "server_config", None) is not None
+                   and getattr(m, "port", 0)]
+        if not servers:
+            raise SuiteError("the built-in agent has no WebSocket server listening "
+                             "(Device.LocalAgent.MTP.3)")
+        client = WSClient("127.0.0.1", servers[0].port, servers[0].server_config.path,
+                          eid=IDENTITIES["primary"], timeline=self.timeline)
+        try:
+            await client.connect()
+        except OSError as exc:  # refused, or a WSHandshakeError
+            raise SuiteError(f"cannot open a WebSocket session to the built-in agent: {exc}") \
+                from None
+        if isinstance(self.server, WSClient):
+            await self.server.close()
+        self.server = client
+        self.controllers["primary"].attach(client.binding, agent_id=AGENT_ID)
+
     # --- actions the cases use -------------------------------------------------------------
 
-    async def reboot(self) -> None:
-        """Device.Reboot() through the primary controller, then wait for the reconnect."""
+    async def reboot(self, *, triggered: bool = False, since: int | None = None,
+                     timeout: float | None = None) -> None:
+        """Device.Reboot() through the primary controller (unless the case ``triggered`` the
+        reboot itself, ``since`` its send), then wait for the agent's next life to connect."""
         primary = self.controllers["primary"]
-        mark = primary.mark
-        await primary.send(messages.request("operate", {"command": "Device.Reboot()",
-                                                        "command_key": "suite-reboot",
-                                                        "send_resp": True}))
-        if self.runtime is not None:  # the in-process agent: its next life
-            await asyncio.wait_for(self.runtime.run(), 30.0)
+        mark = primary.mark if since is None else since
+        if not triggered:
+            await primary.send(messages.request("operate", {"command": "Device.Reboot()",
+                                                            "command_key": "suite-reboot",
+                                                            "send_resp": True}))
+        if self.runtime is None:
+            raise SuiteError("the built-in agent is not running")
+        limit = 30.0 if timeout is None else timeout
+        try:  # the in-process agent: this life ends, the next one boots on the same state
+            await asyncio.wait_for(self.runtime.run(), limit)
+        except asyncio.TimeoutError:
+            raise EUTNotBack(f"the EUT did not reboot within {limit:g}s") from None
+        try:
             await self._boot_agent(since=mark)
+        except SuiteError as exc:
+            raise EUTNotBack(str(exc)) from None
 
     async def close_connection(self, _runner: Any = None) -> None:
         """Drop the EUT's MTP connection without any protocol goodbye (the
@@ -227,11 +273,17 @@ class RunEnvironment(_Started):
             await server.abort_agent(AGENT_ID)
         elif isinstance(server, UDSServer):
             await server.close_peers("closed by the case")
+        elif isinstance(server, WSClient):  # the agent is the server: the suite dials again
+            await server.abort()
+            mark = self.controllers["primary"].mark
+            await self._dial_agent()
+            await self.controllers["primary"].connect_record("websocket_connect", since=mark,
+                                                             timeout=self.settings.response_timeout)
         else:
             raise SuiteError("no suite server holds the EUT's connection")
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
-        if mtp.removesuffix("311") != self.settings.mtp.removesuffix("311"):
+        if mtp.removesuffix("311") != self.settings.mtp.removesuffix("311").removesuffix("-server"):
             raise SuiteError(f"the case scripts the {mtp} server but this run is over "
                              f"{self.settings.mtp}")
         if self.server is None or not hasattr(self.server, "set_scenario"):
@@ -309,8 +361,8 @@ class ExternalEnvironment(_Started):
         return pki.ssl_context("server", cred, trust=anchors,
                                require_client_cert=bool(tls.require_client_cert and anchors))
 
-    async def _wait_connected(self, *, since: int) -> None:
-        timeout = self.profile.timeouts.reconnect
+    async def _wait_connected(self, *, since: int, timeout: float | None = None) -> None:
+        timeout = self.profile.timeouts.reconnect if timeout is None else timeout
         try:
             await self.controllers["primary"].connect_record("mqtt_connect", since=since,
                                                              timeout=timeout)
@@ -319,12 +371,16 @@ class ExternalEnvironment(_Started):
                              f"on {self.config.host}:{self.config.port} within {timeout:g}s; "
                              "check its Device.MQTT.Client settings") from None
 
-    async def reboot(self) -> None:
-        """Reboot as the profile says, then wait for the MQTTConnect Record."""
+    async def reboot(self, *, triggered: bool = False, since: int | None = None,
+                     timeout: float | None = None) -> None:
+        """Reboot as the profile says (unless the case ``triggered`` it, ``since`` its send),
+        then wait for the MQTTConnect Record."""
         primary = self.controllers["primary"]
-        mark = primary.mark
+        mark = primary.mark if since is None else since
         method = self.profile.reboot
-        if method.method == "usp":
+        if triggered:
+            pass
+        elif method.method == "usp":
             await primary.send(messages.request("operate", {
                 "command": "Device.Reboot()", "command_key": "suite-reboot", "send_resp": True}))
         elif method.method == "command":
@@ -334,7 +390,10 @@ class ExternalEnvironment(_Started):
         else:
             print(f"\nusp-conformance: reboot the EUT {self.agent_id} now; waiting up to "
                   f"{method.reconnect_timeout:g}s for it to reconnect", flush=True)
-        await self._wait_connected(since=mark + 1)
+        try:
+            await self._wait_connected(since=mark, timeout=timeout)
+        except SuiteError as exc:
+            raise EUTNotBack(str(exc)) from None
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
         if mtp != "mqtt" or self.server is None:

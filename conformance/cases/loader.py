@@ -20,6 +20,7 @@ from conformance.cases.schema import (
     FUNCTIONALITY,
     IDENTITIES,
     SECTIONS,
+    CONTROLLER_SETTINGS,
     STEP_ACTIONS,
     Case,
     CaseSchemaError,
@@ -30,7 +31,12 @@ from conformance.usp import messages, schema
 CASE_KEYS = ("id", "title", "purpose", "functionality", "requirements", "metrics", "setup",
              "steps", "cleanup", "mtps", "notes", "killed_by")
 REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
-SEND_OPTIONS = ("as", "expect", "capture", "note")
+SEND_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "poll")
+NOTIFY_KEYS = ("match", "metrics", "within", "as", "capture", "capture_time", "timing", "respond")
+NO_NOTIFY_KEYS = ("match", "metrics", "for", "as", "ignore_before")
+REBOOT_KEYS = ("triggered", "metrics", "within", "capture_time")
+TIMING_KEYS = ("since", "min", "max", "tolerance", "metrics")
+POLL_KEYS = ("within", "interval", "since")
 EXPECT_KEYS = ("response", "error", "none", "metrics", "received", "within")
 _CASE_ID = re.compile(r"^(?:\d{1,2}\.\d{1,3}|X-[A-Za-z0-9][A-Za-z0-9.-]*)$")
 _REQ_ID = re.compile(r"^R-[A-Z0-9-]+\.\d+[a-z]?$")
@@ -122,6 +128,7 @@ def load_case(path: Path) -> Case:
         path=where, section=sections, mtps=tuple(str(m) for m in mtps),
         killed_by=_killed_by(data, where, metrics),
     )
+    _check_times(case, where)
     proven = {m for step in case.steps for m in _step_metrics(step)}
     missing = sorted(set(metrics) - proven)
     if missing and functionality in ("mandatory", "conditional"):
@@ -219,21 +226,64 @@ def _steps(data: Mapping[str, Any], key: str, where: str,
 
 def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str]) -> None:
     loc = f"{where}:{step.line}: {key} step {step.index} ({step.action})"
+    if step.identity not in IDENTITIES:
+        raise CaseSchemaError(f"{loc}: 'as' must be one of {', '.join(IDENTITIES)}")
     if step.action == "send":
         _check_keys(step.options, SEND_OPTIONS, where, "send option")
         _check_request(step.body, loc)
-        if step.identity not in IDENTITIES:
-            raise CaseSchemaError(f"{loc}: 'as' must be one of {', '.join(IDENTITIES)}")
         expect = step.options.get("expect")
         if expect is not None:
             _check_expect(expect, loc, metrics)
+        poll = step.options.get("poll")
+        if poll is not None:
+            if not isinstance(poll, Mapping) or not _number(poll.get("within")):
+                raise CaseSchemaError(f"{loc}: poll needs 'within' (seconds), e.g. "
+                                      "{within: 25, interval: 1}")
+            _check_keys(poll, POLL_KEYS, where, "poll key")
+            if expect is None or "none" in expect:
+                raise CaseSchemaError(f"{loc}: poll repeats until a response or error matches; "
+                                      "add expect: {response: ...}")
     elif step.action == "expect_notification":
         body = step.body
         if not isinstance(body, Mapping) or "match" not in body:
             raise CaseSchemaError(f"{loc}: needs 'match' (a matcher on the Notify body)")
-        _check_keys(body, ("match", "metrics", "within", "as", "capture"), where, "notification key")
+        _check_keys(body, NOTIFY_KEYS, where, "notification key")
+        _check_identity(body, loc)
         _compile(body["match"], loc)
         _check_metric_refs(body.get("metrics", []), loc, metrics)
+        timing = body.get("timing")
+        if timing is not None:
+            if not isinstance(timing, Mapping) or "since" not in timing or not _number(
+                    timing.get("max")):
+                raise CaseSchemaError(f"{loc}: timing needs 'since' (a capture_time name) and "
+                                      "'max' (seconds), e.g. {since: first, min: 5, max: 10}")
+            _check_keys(timing, TIMING_KEYS, where, "timing key")
+            _check_metric_refs(timing.get("metrics", []), loc, metrics)
+    elif step.action == "expect_no_notification":
+        body = step.body
+        if not isinstance(body, Mapping) or "match" not in body or not _number(body.get("for")):
+            raise CaseSchemaError(f"{loc}: needs 'match' (a matcher on the Notify body) and 'for' "
+                                  "(seconds to watch)")
+        _check_keys(body, NO_NOTIFY_KEYS, where, "no-notification key")
+        _check_identity(body, loc)
+        _compile(body["match"], loc)
+        _check_metric_refs(body.get("metrics", []), loc, metrics)
+        ignore = body.get("ignore_before")
+        if ignore is not None and (not isinstance(ignore, Mapping) or "since" not in ignore
+                                   or not _number(ignore.get("seconds"))):
+            raise CaseSchemaError(f"{loc}: ignore_before needs 'since' (a capture_time name) and "
+                                  "'seconds'")
+    elif step.action == "reboot":
+        body = step.body if step.body is not None else {}
+        if not isinstance(body, Mapping):
+            raise CaseSchemaError(f"{loc}: reboot takes {{}} or {{triggered: true, metrics: [..]}}")
+        _check_keys(body, REBOOT_KEYS, where, "reboot key")
+        _check_metric_refs(body.get("metrics", []), loc, metrics)
+    elif step.action == "controller":
+        if not isinstance(step.body, Mapping) or not step.body:
+            raise CaseSchemaError(f"{loc}: controller takes settings such as "
+                                  "{auto_notify_resp: false}")
+        _check_keys(step.body, CONTROLLER_SETTINGS, where, "controller setting")
     elif step.action == "wait":
         if not isinstance(step.body, Mapping) or not isinstance(step.body.get("seconds"), (int, float)):
             raise CaseSchemaError(f"{loc}: wait needs 'seconds' (and a 'reason')")
@@ -243,6 +293,40 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
     elif step.action == "python":
         if not isinstance(step.body, Mapping) or "action" not in step.body:
             raise CaseSchemaError(f"{loc}: python needs 'action' (an entry point name)")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def _check_identity(body: Mapping[str, Any], loc: str) -> None:
+    if str(body.get("as", "primary")) not in IDENTITIES:
+        raise CaseSchemaError(f"{loc}: 'as' must be one of {', '.join(IDENTITIES)}")
+
+
+def _check_times(case: Case, where: str) -> None:
+    """Every ``since`` names a ``capture_time`` of an earlier step (setup, then steps)."""
+    known: set[str] = set()
+    for step in (*case.setup, *case.steps, *case.cleanup):
+        body = step.body if isinstance(step.body, Mapping) else {}
+        refs = []
+        if step.action == "expect_notification" and isinstance(body.get("timing"), Mapping):
+            refs.append(body["timing"].get("since"))
+        if step.action == "expect_no_notification" and isinstance(body.get("ignore_before"),
+                                                                  Mapping):
+            refs.append(body["ignore_before"].get("since"))
+        poll = step.options.get("poll")
+        if isinstance(poll, Mapping) and "since" in poll:
+            refs.append(poll["since"])
+        for ref in refs:
+            if str(ref) not in known:
+                raise CaseSchemaError(
+                    f"{where}:{step.line}: step {step.index} ({step.action}) refers to the time "
+                    f"{ref!r}, which no earlier step captures; add capture_time: {ref} to the step "
+                    "it measures from")
+        name = step.options.get("capture_time") or body.get("capture_time")
+        if name:
+            known.add(str(name))
 
 
 def _check_request(body: Any, loc: str) -> None:
@@ -300,6 +384,10 @@ def _step_metrics(step: Step) -> list[int]:
     if step.action == "send":
         expect = step.options.get("expect") or {}
         return list(expect.get("metrics", [])) + list(expect.get("received", []))
+    body = step.body if isinstance(step.body, Mapping) else {}
     if step.action == "expect_notification":
-        return list(step.body.get("metrics", []))
+        timing = body.get("timing") or {}
+        return list(body.get("metrics", [])) + list(timing.get("metrics", []))
+    if step.action in ("expect_no_notification", "reboot"):
+        return list(body.get("metrics", []))
     return []

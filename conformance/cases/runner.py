@@ -50,6 +50,11 @@ class SuiteError(Exception):
     """The suite or the setup could not do what the case asked."""
 
 
+class EUTNotBack(SuiteError):
+    """The EUT did not reboot or reconnect in time (an EUT failure where a metric
+    says it must come back, TP-469 1.61/1.62; a suite error otherwise)."""
+
+
 @dataclass
 class Environment:
     """What a case runs against."""
@@ -60,7 +65,9 @@ class Environment:
     alternates: Mapping[str, str] = field(default_factory=dict)
     response_timeout: float = 10.0
     notification_timeout: float = 30.0
-    reboot: Callable[[], Awaitable[None]] | None = None
+    #: ``reboot(triggered=, since=, timeout=)``: reboot the EUT (unless the case already
+    #: ``triggered`` it), then wait until it is connected again; raises :class:`EUTNotBack`
+    reboot: Callable[..., Awaitable[None]] | None = None
     scenario: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None
     actions: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     mtp: str = ""
@@ -86,6 +93,13 @@ class CaseRunner:
             alternates={k: v for k, v in env.alternates.items()}, mtp=env.mtp)
         self._marks = {name: c.mark for name, c in env.controllers.items()}
         self._start_entry = len(env.timeline)
+        #: ``capture_time`` names -> monotonic seconds (for ``timing`` and ``since``)
+        self.times: dict[str, float] = {}
+        #: controller settings a ``controller`` step changed, restored when the case ends
+        self._saved_settings: dict[tuple[str, str], Any] = {}
+        #: each identity's mark just before its last send (a triggered reboot waits from there)
+        self._sent_marks: dict[str, int] = {}
+        self._quiet = False
 
     async def run(self) -> CaseResult:
         started = time.monotonic()
@@ -106,6 +120,7 @@ class CaseRunner:
         except Exception as exc:  # a suite bug: an error, never an EUT failure
             self._error(f"suite error: {type(exc).__name__}: {exc}")
         finally:
+            self._restore_controllers()
             await self._cleanup()
             self.result.duration = round(time.monotonic() - started, 3)
             self._finish()
@@ -118,14 +133,53 @@ class CaseRunner:
         await handler(step, phase)
 
     async def _do_send(self, step: Step, phase: str) -> None:
+        if step.options.get("poll") is not None:
+            await self._poll(step, phase)
+            return
+        await self._send_once(step, phase)
+
+    async def _poll(self, step: Step, phase: str) -> None:
+        """Re-send until the expectation holds or ``within`` seconds have passed."""
+        spec = step.options["poll"]
+        start = self._time(spec["since"]) if "since" in spec else time.monotonic()
+        deadline = start + float(spec["within"])
+        interval = float(spec.get("interval", 1.0))
+        while True:
+            final = time.monotonic() + interval >= deadline
+            try:
+                await self._send_once(step, phase, quiet=not final)
+                return
+            except _Unmet:
+                await asyncio.sleep(interval)
+
+    async def _send_once(self, step: Step, phase: str, *, quiet: bool = False) -> None:
+        """One send; with ``quiet`` a mismatch raises :class:`_Unmet` instead of failing."""
         ctrl = self._controller(step.identity)
         msg = self._build(step.body)
         expect = step.options.get("expect")
         mark = ctrl.mark
+        self._sent_marks[step.identity] = mark
         msg_id = await ctrl.send(msg)
+        if step.options.get("capture_time"):
+            self.times[str(step.options["capture_time"])] = time.monotonic()
         self.result.messages.append(f"-> {step.identity}: {render_msg(msg)}")
         if expect is None:
+            if phase == "cleanup":  # let the EUT finish restoring before the next case
+                try:
+                    await ctrl.response(msg_id, timeout=self.env.response_timeout)
+                except ControllerTimeout:
+                    self.result.warnings.append(f"cleanup step {step.index}: no answer to "
+                                                f"{msg_id!r}")
             return
+        if quiet:
+            self._quiet = True
+        try:
+            await self._expect_reply(step, phase, ctrl, msg, msg_id, expect, mark)
+        finally:
+            self._quiet = False
+
+    async def _expect_reply(self, step: Step, phase: str, ctrl: Controller, msg: Msg,
+                            msg_id: str, expect: Mapping[str, Any], mark: int) -> None:
         metrics = list(expect.get("metrics", []))
         received = list(expect.get("received", []))
         within = float(expect.get("within", self.env.response_timeout))
@@ -178,24 +232,33 @@ class CaseRunner:
 
     async def _do_expect_notification(self, step: Step, phase: str) -> None:
         body = step.body
-        ctrl = self._controller(str(body.get("as", "primary")))
+        identity = str(body.get("as", "primary"))
+        ctrl = self._controller(identity)
         matcher = compile_matcher(substitute(body["match"], self.variables))
-        within = float(body.get("within", self.env.notification_timeout))
         metrics = list(body.get("metrics", []))
+        timing = body.get("timing")
+        timing_metrics = list(timing.get("metrics", [])) if timing else []
+        within = float(body.get("within", self.env.notification_timeout))
+        if timing:
+            # Wait only until the window closes: later is a failure anyway.
+            lo, hi, tol, since = self._window(timing)
+            within = max(0.0, since + hi + tol - time.monotonic())
 
         def wanted(msg: Msg) -> bool:
             notify = messages.to_mapping(msg)["body"]["request"]["notify"]
             return matcher.match(notify, context={"message_kind": "notify"}).ok
 
         try:
-            item = await ctrl.notification(wanted, since=self._marks.get(step.identity, 0),
+            item = await ctrl.notification(wanted, since=self._marks.get(identity, 0),
                                            timeout=within,
                                            what=f"Notify matching step {step.index}")
         except ControllerTimeout:
             seen = [messages.to_mapping(r.msg)["body"]["request"]["notify"]
-                    for r in ctrl.received[self._marks.get(step.identity, 0):]
+                    for r in ctrl.received[self._marks.get(identity, 0):]
                     if r.kind == ("request", "notify") and r.msg is not None]
-            self._fail(metrics, f"no matching Notify within {within:g}s "
+            window = f" (the timing window closed {self._describe_window(timing)})" if timing else ""
+            self._fail(metrics + timing_metrics,
+                       f"no matching Notify within {within:g}s{window} "
                        f"({len(seen)} other Notify received)", expected=matcher.describe(),
                        observed=seen[-3:] or "nothing", phase=phase)
             return
@@ -203,15 +266,98 @@ class CaseRunner:
         self.result.messages.append(f"<- notify: {render_msg(item.msg)}")
         self._universal(item)
         notify = messages.to_mapping(item.msg)["body"]["request"]["notify"]
+        # Later notification steps look only at what came after this one.
+        self._marks[identity] = item.index + 1
+        if body.get("capture_time"):
+            self.times[str(body["capture_time"])] = item.inbound.received_at
+        if body.get("respond"):
+            await self._notify_resp(ctrl, item)
         self._pass(metrics)
         self._capture(body.get("capture"), notify)
-        # Later notification steps look only at what came after this one.
-        self._marks[str(body.get("as", "primary"))] = item.index + 1
+        if timing:
+            lo, hi, tol, since = self._window(timing)
+            elapsed = item.inbound.received_at - since
+            if not lo - tol <= elapsed <= hi + tol:
+                self._fail(timing_metrics,
+                           f"the Notify arrived {elapsed:.2f}s after '{timing['since']}', "
+                           f"outside {self._describe_window(timing)}",
+                           expected=self._describe_window(timing), observed=f"{elapsed:.2f}s",
+                           phase=phase)
+            self._pass(timing_metrics)
+
+    async def _do_expect_no_notification(self, step: Step, phase: str) -> None:
+        """No matching Notify during ``for`` seconds (from this step's start)."""
+        body = step.body
+        identity = str(body.get("as", "primary"))
+        ctrl = self._controller(identity)
+        matcher = compile_matcher(substitute(body["match"], self.variables))
+        metrics = list(body.get("metrics", []))
+        duration = float(body["for"])
+        ignore = body.get("ignore_before")
+        not_before = (self._time(ignore["since"]) + float(ignore["seconds"])) if ignore else None
+
+        def unwanted(msg: Msg, at: float) -> bool:
+            if not_before is not None and at < not_before:
+                return False
+            notify = messages.to_mapping(msg)["body"]["request"]["notify"]
+            return matcher.match(notify, context={"message_kind": "notify"}).ok
+
+        try:
+            item = await ctrl.wait_for(
+                lambda r: r.kind == ("request", "notify") and r.msg is not None
+                and unwanted(r.msg, r.inbound.received_at),
+                what="unwanted Notify", timeout=duration, since=self._marks.get(identity, 0))
+        except ControllerTimeout:
+            self._pass(metrics)
+            return
+        assert item.msg is not None
+        self.result.messages.append(f"<- notify: {render_msg(item.msg)}")
+        self._fail(metrics, "the EUT sent a Notify although none is due",
+                   expected=f"no Notify matching {matcher.describe()} for {duration:g}s",
+                   observed=messages.to_mapping(item.msg)["body"]["request"]["notify"],
+                   phase=phase)
+
+    async def _do_controller(self, step: Step, phase: str) -> None:
+        """Change how a suite controller behaves (restored when the case ends)."""
+        ctrl = self._controller(step.identity)
+        for name, value in dict(step.body).items():
+            self._saved_settings.setdefault((step.identity, name), getattr(ctrl, name))
+            setattr(ctrl, name, value)
+
+    def _restore_controllers(self) -> None:
+        for (identity, name), value in self._saved_settings.items():
+            setattr(self.env.controllers[identity], name, value)
+        self._saved_settings.clear()
+
+    async def _notify_resp(self, ctrl: Controller, item: Received) -> None:
+        assert item.msg is not None
+        notify = item.msg.body.request.notify
+        resp = messages.response("notify_resp", {"subscription_id": notify.subscription_id},
+                                 msg_id=item.msg.header.msg_id)
+        await ctrl.send(resp)
+        self.result.messages.append(f"-> notify_resp: {render_msg(resp)}")
 
     async def _do_reboot(self, step: Step, phase: str) -> None:
         if self.env.reboot is None:
             raise SuiteError("the EUT profile gives no way to reboot the EUT")
-        await self.env.reboot()
+        body = step.body or {}
+        metrics = list(body.get("metrics", []))
+        triggered = bool(body.get("triggered", False))
+        timeout = float(body["within"]) if "within" in body else None
+        identity = "primary"
+        since = self._sent_marks.get(identity) if triggered else None
+        try:
+            await self.env.reboot(triggered=triggered, since=since, timeout=timeout)
+        except EUTNotBack as exc:
+            if not metrics:
+                raise
+            self._fail(metrics, str(exc), expected="the EUT reboots and reconnects",
+                       observed="no reconnect", phase=phase)
+        if body.get("capture_time"):
+            self.times[str(body["capture_time"])] = time.monotonic()
+        # What the EUT sends from its new life on (Boot!, OnBoardRequest) is after the
+        # marks of earlier steps anyway; nothing to move.
+        self._pass(metrics)
 
     async def _do_wait(self, step: Step, phase: str) -> None:
         # Waits that TP-469's procedure itself prescribes (e.g. "wait 60 seconds").
@@ -262,6 +408,8 @@ class CaseRunner:
 
     def _fail(self, metrics: list[int], message: str, *, expected: Any, observed: Any,
               phase: str) -> None:
+        if self._quiet:  # a poll attempt: the caller tries again
+            raise _Unmet(message)
         if phase == "setup":
             raise SuiteError(message)
         if phase == "cleanup":
@@ -307,6 +455,24 @@ class CaseRunner:
         self.result.timeline = [e.to_json() for e in entries[-200:]]
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _time(self, name: str) -> float:
+        try:
+            return self.times[name]
+        except KeyError:
+            raise SuiteError(f"no time captured as {name!r} (add capture_time: {name} to the "
+                             "step it refers to)") from None
+
+    def _window(self, timing: Mapping[str, Any]) -> tuple[float, float, float, float]:
+        """(min, max, tolerance, the 'since' time) of a ``timing`` spec."""
+        return (float(timing.get("min", 0.0)), float(timing["max"]),
+                float(timing.get("tolerance", 0.0)), self._time(str(timing["since"])))
+
+    @staticmethod
+    def _describe_window(timing: Mapping[str, Any]) -> str:
+        tol = float(timing.get("tolerance", 0.0))
+        return (f"{float(timing.get('min', 0.0)):g}-{float(timing['max']):g}s after "
+                f"'{timing['since']}'" + (f" (±{tol:g}s tolerance)" if tol else ""))
 
     def _controller(self, identity: str) -> Controller:
         try:
@@ -354,6 +520,10 @@ class CaseRunner:
             except (KeyError, IndexError, TypeError) as exc:
                 raise SuiteError(f"capture {name!r}: {path!r} not found in the answer ({exc})") \
                     from None
+
+
+class _Unmet(Exception):
+    """A poll attempt did not meet the expectation (not yet a failure)."""
 
 
 _INDEX = re.compile(r"^(?P<name>[^\[\]]+)?(?P<idx>(\[\d+\])*)$")

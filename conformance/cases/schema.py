@@ -31,12 +31,28 @@ Steps (each a mapping with exactly one action):
   ``capture`` ({name: dotted path into the response}).
 * ``expect_notification``: ``{match: <matcher on the notify body>, metrics: [...],
   within: seconds, as: identity, capture: {...}}``.
-* ``reboot``: reboot the EUT as its profile says and wait for it to reconnect.
+* ``expect_no_notification``: ``{match: <matcher>, for: seconds, metrics: [...], as: identity,
+  ignore_before: {since: time name, seconds: s}}``: no matching Notify arrives during ``for``
+  seconds (Notifies before ``since`` + ``seconds`` are ignored, e.g. retries still allowed).
+* ``reboot``: ``{}``: reboot the EUT as its profile says and wait for it to reconnect;
+  ``{triggered: true, metrics: [...], within: s}``: the case's previous send already made the
+  EUT reboot (Operate Device.Reboot()); only wait for the reconnect, which proves ``metrics``.
+* ``controller``: ``{auto_notify_resp: false}`` (option ``as``): change how a suite controller
+  behaves, e.g. stop answering Notify (TP-469 "do not send a NotifyResp"); restored at the end.
 * ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
 * ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
 * ``python``: ``{action: name, args: {...}}`` a Python action registered under the
   ``usp_conformance.actions`` entry point group (called as ``action(runner, **args)``);
   built in: ``close_connection`` (drop the EUT's MTP connection).
+
+Timing (TP-469 windows, measured on the arrival timestamps, never by sleeping the worst case):
+``capture_time: name`` on a ``send`` (when it was sent), an ``expect_notification`` (when the
+Notify arrived) or a ``reboot`` (when the EUT was back) names that moment;
+``expect_notification`` takes ``timing: {since: name, min: s, max: s, tolerance: s,
+metrics: [...]}`` (the Notify must arrive in the window; the step waits only until it closes)
+and ``respond: true`` (answer this Notify with a NotifyResp while the auto answer is off);
+``send`` takes ``poll: {within: s, interval: s, since: name}`` (re-send until the
+expectation holds, failing with the last mismatch once ``within`` has passed).
 
 ``expect`` inside a ``send`` step: one of ``response: <matcher>`` (the response
 body, e.g. ``{add_resp: {...}}``), ``error: <matcher>`` (the Error body) or
@@ -67,7 +83,10 @@ SECTIONS = {
     "11": "11 MQTT",
 }
 FUNCTIONALITY = ("mandatory", "conditional", "deprecated", "future")
-STEP_ACTIONS = ("send", "expect_notification", "reboot", "wait", "scenario", "python")
+STEP_ACTIONS = ("send", "expect_notification", "expect_no_notification", "reboot", "wait",
+                "scenario", "python", "controller")
+#: what a ``controller`` step may change on a suite controller (restored when the case ends)
+CONTROLLER_SETTINGS = ("auto_notify_resp",)
 IDENTITIES = ("primary", "secondary", "unknown")
 
 

@@ -3,19 +3,21 @@
 Each case runs against the clean reference agent (it must PASS) and against
 the agent with each fault its ``killed_by`` names (it must FAIL on the metric
 given there: a fail on another metric, a pass, or an error is a selftest
-failure). One agent is started per fault set; the rows are written as JSON
-and printed as a table by ``usp-conformance selftest``.
+failure). One agent is started per fault set (several for the clean run), a few
+at a time; the rows are written as JSON and printed as a table by
+``usp-conformance selftest``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from conformance.cases.environment import BuiltinSettings, RunEnvironment
-from conformance.cases.runner import CaseRunner
+from conformance.cases.runner import CaseRunner, SuiteError
 from conformance.cases.schema import Case
 
 
@@ -38,28 +40,52 @@ class Row:
 
 
 async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
-                     response_timeout: float = 3.0) -> list[Row]:
-    """Run the clean pass and every (case, fault) pair; rows in case order."""
-    plan: dict[str | None, list[Case]] = {None: list(cases)}
+                     response_timeout: float = 3.0, jobs: int = 4,
+                     chunk: int = 8) -> list[Row]:
+    """Run the clean pass and every (case, fault) pair; rows in case order.
+
+    Each fault set gets its own agent (and the clean run one agent per ``chunk``
+    cases); up to ``jobs`` agents run at once, since TP-469's timing cases spend
+    most of their time waiting for the EUT.
+    """
+    plan: list[tuple[str | None, list[Case]]] = [
+        (None, list(cases[i:i + chunk])) for i in range(0, len(cases), chunk)]
+    by_fault: dict[str, list[Case]] = {}
     for case in cases:
         for fault in case.killed_by:
-            plan.setdefault(fault, []).append(case)
-    rows: list[Row] = []
-    for fault, group in plan.items():
+            by_fault.setdefault(fault, []).append(case)
+    plan += list(by_fault.items())
+    gate = asyncio.Semaphore(max(1, jobs))
+
+    async def run_group(fault: str | None, group: list[Case]) -> list[Row]:
         settings = BuiltinSettings(mtp=mtp, faults=(fault,) if fault else (),
                                    response_timeout=response_timeout,
                                    notification_timeout=max(response_timeout, 5.0))
-        async with RunEnvironment(settings) as run:
-            for case in group:
-                result = await CaseRunner(case, run.environment).run()
-                failed = result.failed_metrics
-                rows.append(Row(
-                    case.case_id, fault,
-                    "pass" if fault is None else f"fail@{case.killed_by[fault]}",
-                    result.verdict, failed[0].number if failed else None, result.reason))
+        rows = []
+        async with gate:
+            try:
+                async with RunEnvironment(settings) as run:
+                    for case in group:
+                        result = await CaseRunner(case, run.environment).run()
+                        failed = result.failed_metrics
+                        rows.append(Row(case.case_id, fault, _expected(case, fault),
+                                        result.verdict, failed[0].number if failed else None,
+                                        result.reason))
+            except SuiteError as exc:  # the agent did not start: every case of it is an error
+                done = {r.case_id for r in rows}
+                rows += [Row(c.case_id, fault, _expected(c, fault), "error", None, str(exc))
+                         for c in group if c.case_id not in done]
+        return rows
+
+    groups = await asyncio.gather(*(run_group(f, g) for f, g in plan))
     order = {c.case_id: i for i, c in enumerate(cases)}
+    rows = [row for group in groups for row in group]
     rows.sort(key=lambda r: (order[r.case_id], r.fault or ""))
     return rows
+
+
+def _expected(case: Case, fault: str | None) -> str:
+    return "pass" if fault is None else f"fail@{case.killed_by[fault]}"
 
 
 def table(rows: Sequence[Row]) -> str:
