@@ -137,7 +137,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cases = _cases_dir(args.cases)
     if args.eut and not Path(args.eut).is_file():
         raise UserError(f"no such EUT profile: {args.eut}")
-    argv = [str(cases), "-p", "no:cacheprovider", "-q" if not args.verbose else "-v",
+    argv = [str(cases), "--usp-cases", str(cases), "-p", "no:cacheprovider",
+            *(["-q", "--usp-progress"] if not args.verbose else ["-v"]),
             "--rootdir", str(cases.resolve().parent), "-o", "addopts=",
             "-W", "ignore::pytest.PytestAssertRewriteWarning",
             "--usp-reports", args.reports, "--usp-mtp", args.mtp,

@@ -48,7 +48,10 @@ OPTIONS = (
     ("--usp-features", "usp_features",
      "built-in agent only: Feature IDs it claims (comma separated; default: its profile)", ""),
     ("--usp-include-deprecated", "usp_include_deprecated", "also run deprecated cases", "false"),
+    ("--usp-progress", "usp_progress",
+     "one progress line per case (verdict, time, title) instead of pytest's dots", "false"),
 )
+_FLAGS = ("--usp-include-deprecated", "--usp-progress")
 
 
 class USPWarning(UserWarning):
@@ -66,6 +69,7 @@ class USPOptions:
     faults: tuple[str, ...]
     features: tuple[int, ...] | None
     include_deprecated: bool
+    progress: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> USPOptions:
@@ -88,13 +92,14 @@ class USPOptions:
             faults=tuple(f for f in get("usp_fault").split(",") if f),
             features=feature_ids,
             include_deprecated=get("usp_include_deprecated").lower() in ("1", "true", "yes"),
+            progress=get("usp_progress").lower() in ("1", "true", "yes"),
         )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("usp-conformance")
     for option, ini, help_text, default in OPTIONS:
-        if option == "--usp-include-deprecated":
+        if option in _FLAGS:
             group.addoption(option, action="store_true", default=None, help=help_text)
         else:
             group.addoption(option, default=None, help=f"{help_text} (ini: {ini})")
@@ -106,6 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     config.stash[_OPTIONS] = USPOptions.from_config(config)
     config.stash[_SESSION] = _RunState()
+    _CONFIG[:] = [config]
 
 
 _OPTIONS = pytest.StashKey[USPOptions]()
@@ -122,6 +128,8 @@ class _RunState:
         self.results: list[Any] = []
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.profile: Any = None
+        self.total = 0   # case items collected (for the progress line)
+        self.done = 0
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
@@ -203,6 +211,8 @@ class CaseItem(pytest.Item):
             self.result = state.loop.run_until_complete(CaseRunner(self.case, env).run())
         state.results.append(self.result)
         _allure(self.result)
+        if self.result.verdict == "skip":  # found not applicable while running
+            raise pytest.skip.Exception(self.result.reason, _use_item_location=True)
         if self.result.verdict == "error":
             # Failing in setup makes pytest report an ERROR; pytest does not use
             # repr_failure for setup, so the explanation is the message itself.
@@ -222,6 +232,66 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"TP-469 {self.case.case_id}: {self.case.title}"
+
+
+# --- the live progress line (--usp-progress) -------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """With --usp-progress, case items print no dot (the progress line says it all);
+    the outcome categories, and so pytest's summary and exit status, stay the same."""
+    opts = config.stash.get(_OPTIONS, None)
+    if opts is None or not opts.progress or ".yaml::" not in report.nodeid:
+        return None
+    if report.passed and report.when != "call":
+        return "", "", ""
+    if report.skipped:
+        return "skipped", "", ""
+    if report.failed:
+        return ("failed" if report.when == "call" else "error"), "", ""
+    return "passed", "", ""
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    config = _CONFIG[0] if _CONFIG else None
+    if config is None or ".yaml::" not in nodeid:
+        return
+    opts = config.stash[_OPTIONS]
+    state = config.stash[_SESSION]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not opts.progress or reporter is None or not state.results:
+        return
+    state.done += 1
+    result = state.results[-1]
+    total = state.total or state.done
+    width = len(str(total))
+    line = (f"[{state.done:{width}d}/{total}] {result.verdict.upper():5s} "
+            f"{result.duration:6.1f}s  TP-469 {result.case_id} {result.title}")
+    colour = {"pass": "green", "fail": "red", "error": "red", "warn": "yellow"}.get(
+        result.verdict, "yellow")
+    reporter.ensure_newline()
+    reporter.write_line(line[:200], **{colour: True})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Cases run in TP-469 order (1.2 before 1.10); other tests keep their places."""
+    from conformance.cases.loader import case_sort_key
+
+    slots = [i for i, item in enumerate(items) if isinstance(item, CaseItem)]
+    ordered = sorted((items[i] for i in slots),
+                     key=lambda item: case_sort_key(item.case.case_id))  # type: ignore[attr-defined]
+    for slot, item in zip(slots, ordered):
+        items[slot] = item
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_SESSION, None)
+    if state is not None:
+        state.total = sum(1 for item in session.items if isinstance(item, CaseItem))
+
+
+_CONFIG: list[pytest.Config] = []
 
 
 def _allure(result: Any) -> None:
@@ -338,7 +408,27 @@ def _explain(result: Any) -> str:
     if result.messages:
         lines.append("  messages:")
         lines += ["    " + m.replace("\n", "\n    ") for m in result.messages[-6:]]
+    lines += _timeline_excerpt(result.timeline)
     return "\n".join(lines)
+
+
+TIMELINE_LINES = 12  # wire events shown under a failure (the reports keep up to 200)
+
+
+def _timeline_excerpt(entries: list[dict[str, Any]]) -> list[str]:
+    """The last wire events of the case, one line each (Autobahn-style evidence)."""
+    from conformance.mtp.timeline import Entry, TimelineFormatError
+
+    if not entries:
+        return []
+    shown = entries[-TIMELINE_LINES:]
+    lines = [f"  timeline (last {len(shown)} of {len(entries)} events; all in the reports):"]
+    for obj in shown:
+        try:
+            lines.append("    " + Entry.from_json(obj).brief(width=200))
+        except TimelineFormatError:
+            lines.append("    (an unreadable timeline entry)")
+    return lines
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -82,6 +82,8 @@ OVERLAYS: tuple[Overlay, ...] = (
     # Items of newer TR-181 releases that TP-469 uses (see the file's header).
     Overlay("dm-additions.xml", "ControllerOnBoarding", "Device.LocalAgent.Controller.{i}.",
             local=True),
+    Overlay("dm-additions.xml", "SubscriptionTriggerConfig", "Device.LocalAgent.Subscription.{i}.",
+            local=True),
 )
 
 

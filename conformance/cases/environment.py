@@ -50,16 +50,20 @@ class BuiltinSettings:
     mtp: str = "mqtt"
     faults: Sequence[str] = ()
     state_dir: Path | None = None
-    alternates: Mapping[str, str] = field(default_factory=dict)
+    alternates: Mapping[str, Any] = field(default_factory=dict)
     response_timeout: float = 10.0
     notification_timeout: float = 30.0
 
 
-def profile_alternates(profile: Any) -> dict[str, str]:
-    """The alternate elements of an EUT profile (defaults filled in), by name."""
+def profile_alternates(profile: Any) -> dict[str, Any]:
+    """The alternate elements of an EUT profile (defaults filled in), by name: a path
+    or value, or for ``arguments`` alternates a mapping of input arguments (a whole
+    ``"{alt.async_command_args}"`` string in a case becomes that mapping)."""
     from conformance.eut import ALTERNATES
 
-    return {name: profile.alternate(name) for name in ALTERNATES if not name.endswith("_args")}
+    return {name: (dict(profile.arguments(name)) if alt.kind == "arguments"
+                   else profile.alternate(name))
+            for name, alt in ALTERNATES.items()}
 
 
 class _Started:
@@ -125,7 +129,7 @@ class RunEnvironment(_Started):
             self._tmp.cleanup()
             self._tmp = None
 
-    def _alternates(self) -> dict[str, str]:
+    def _alternates(self) -> dict[str, Any]:
         """The reference agent profile's alternate elements, overridden by the settings."""
         from conformance.eut import default_profile
 

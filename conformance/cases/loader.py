@@ -82,6 +82,16 @@ def _sort_key(stem: str) -> tuple[Any, ...]:
     return tuple(int(x) if x.isdigit() else 10**6 for x in parts) + (stem,)
 
 
+def case_sort_key(case_id: str) -> tuple[Any, ...]:
+    """TP-469 order for case ids (1.2 before 1.10); project ``X-...`` ids after them."""
+    def natural(parts: list[str]) -> tuple[tuple[int, int | str], ...]:
+        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+    if case_id.startswith("X-"):
+        return ((1, 0), *natural(re.split(r"[-.]", case_id[2:])))
+    return ((0, 0), *natural(case_id.split(".")))
+
+
 def load_case(path: Path) -> Case:
     """Parse and validate one case file; CaseSchemaError with file:line on any mistake."""
     where = str(path)

@@ -18,6 +18,7 @@ After the first failed check the procedure stops and cleanup runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,7 +63,7 @@ class Environment:
     controllers: Mapping[str, Controller]          # identity -> Controller
     agent_id: str
     timeline: Timeline
-    alternates: Mapping[str, str] = field(default_factory=dict)
+    alternates: Mapping[str, Any] = field(default_factory=dict)
     response_timeout: float = 10.0
     notification_timeout: float = 30.0
     #: ``reboot(triggered=, since=, timeout=)``: reboot the EUT (unless the case already
@@ -90,7 +91,8 @@ class CaseRunner:
             case_id=case.case_id, title=case.title, section=case.section,
             functionality=case.functionality, verdict="pass",
             feature_ids=list(case.feature_ids), requirements=list(case.requirements),
-            alternates={k: v for k, v in env.alternates.items()}, mtp=env.mtp)
+            alternates={k: v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+                        for k, v in env.alternates.items()}, mtp=env.mtp)
         self._marks = {name: c.mark for name, c in env.controllers.items()}
         self._start_entry = len(env.timeline)
         #: ``capture_time`` names -> monotonic seconds (for ``timing`` and ``since``)
@@ -102,6 +104,14 @@ class CaseRunner:
         self._quiet = False
 
     async def run(self) -> CaseResult:
+        missing = [i for i in self.case.identities if i not in self.env.controllers]
+        if missing:  # e.g. a second controller over an MTP where the run has one connection
+            self.result.verdict = "skip"
+            self.result.reason = (f"not applicable in this run: the case acts as the "
+                                  f"{', '.join(missing)} controller, which this run "
+                                  f"{'over ' + self.env.mtp + ' ' if self.env.mtp else ''}"
+                                  "does not provide")
+            return self.result
         started = time.monotonic()
         try:
             try:
@@ -266,6 +276,8 @@ class CaseRunner:
         self.result.messages.append(f"<- notify: {render_msg(item.msg)}")
         self._universal(item)
         notify = messages.to_mapping(item.msg)["body"]["request"]["notify"]
+        # $capture operators inside the match
+        self.variables.update(matcher.match(notify, context={"message_kind": "notify"}).captures)
         # Later notification steps look only at what came after this one.
         self._marks[identity] = item.index + 1
         if body.get("capture_time"):

@@ -131,6 +131,16 @@ class Case:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def identities(self) -> tuple[str, ...]:
+        """The controller identities the case acts as (``as:`` of its steps)."""
+        found = {"primary"}
+        for step in (*self.setup, *self.steps, *self.cleanup):
+            found.add(step.identity)
+            if isinstance(step.body, Mapping) and "as" in step.body:
+                found.add(str(step.body["as"]))
+        return tuple(i for i in IDENTITIES if i in found)
+
+    @property
     def mandatory(self) -> bool:
         return self.functionality == "mandatory"
 

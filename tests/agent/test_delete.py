@@ -273,6 +273,76 @@ def test_fault_ignore_invalid_path() -> None:
         ("Device.LocalAgent.InvalidObject.", "oper_success", ([], []))]
 
 
+def test_fault_reports_without_deleting() -> None:
+    """TP-469 1.24 metric 3: the instance is reported as affected but stays."""
+    state = make_state("delete.reports_without_deleting")
+    events = listen(state)
+    assert results(delete(state, [SUB + "1."])) == [(SUB + "1.", "oper_success", ([SUB + "1."], []))]
+    assert state.store.instances(SUB) == [SUB + "1.", SUB + "2."] and events == []
+
+
+def test_fault_first_path_only() -> None:
+    """TP-469 1.27 / 1.32; R-DEL.0, R-DEL.1: every obj_paths entry gets a result."""
+    for allow_partial in (False, True):
+        state = make_state("delete.first_path_only")
+        assert results(delete(state, [SUB + "1.", SUB + "2."], allow_partial=allow_partial)) == [
+            (SUB + "1.", "oper_success", ([SUB + "1."], []))]
+        assert state.store.instances(SUB) == [SUB + "2."]
+
+
+def test_fault_ignore_allow_partial() -> None:
+    """TP-469 1.30 / 1.31; R-DEL.0: with the fault one bad entry fails the whole message."""
+    paths = [SUB + "1.", "Device.LocalAgent.InvalidObject."]
+    state = make_state("delete.ignore_allow_partial")
+    assert error(delete(state, paths, allow_partial=True)) == (
+        errors.INVALID_PATH, [("Device.LocalAgent.InvalidObject.", errors.INVALID_PATH)])
+    assert len(state.store.instances(SUB)) == 2
+    clean = make_state()
+    assert [kind for _, kind, _ in results(delete(clean, paths, allow_partial=True))] == [
+        "oper_success", "oper_failure"]
+
+
+def test_fault_affected_paths_as_requested() -> None:
+    """TP-469 1.33; R-MSG.3: affected_paths must be instance number paths."""
+    path = f'{CTRL_TABLE}[EndpointID=="{CTRL}"].BootParameter.[ParameterName=="Device.P2"].'
+    state = make_state("delete.affected_paths_as_requested")
+    assert results(delete(state, [path])) == [(path, "oper_success", ([path], []))]
+    assert results(delete(make_state(), [path])) == [(path, "oper_success", ([BP + "2."], []))]
+    # nothing matched: nothing to misreport
+    assert results(delete(state, [SUB + "9."])) == [(SUB + "9.", "oper_success", ([], []))]
+
+
+def test_fault_search_first_match_only() -> None:
+    """TP-469 1.34; R-ARC.10: a wildcard deletes every instance it matches."""
+    state = make_state("delete.search_first_match_only")
+    assert results(delete(state, [SUB + "*."])) == [(SUB + "*.", "oper_success", ([SUB + "1."], []))]
+    assert state.store.instances(SUB) == [SUB + "2."]
+    # an instance number path is not a search: unaffected
+    assert results(delete(state, [BP + "2."])) == [(BP + "2.", "oper_success", ([BP + "2."], []))]
+
+
+def test_fault_search_ignores_expression() -> None:
+    """TP-469 1.35 / 1.90; R-ARC.9: only instances matching the expression go."""
+    state = make_state("delete.search_ignores_expression")
+    assert results(delete(state, [BP + "[Enable==false]."])) == [
+        (BP + "[Enable==false].", "oper_success", ([BP + "1.", BP + "2.", BP + "3."], []))]
+    state = make_state("delete.search_ignores_expression")
+    assert results(delete(state, [BP + "[Enable==true]."])) == [
+        (BP + "[Enable==true].", "oper_success", ([BP + "1.", BP + "2.", BP + "3."], []))]
+    assert state.store.instances(BP) == []
+    assert results(delete(state, [SUB + '[NotifType=="a]b"].'])) == [
+        (SUB + '[NotifType=="a]b"].', "oper_success", ([SUB + "1.", SUB + "2."], []))]
+    # a unique key address is not a search: the fault leaves it alone
+    state = make_state("delete.search_ignores_expression")
+    state.store.add(CTRL_TABLE, {"EndpointID": "proto::other", "Alias": "cpe-2"})
+    key = f'{CTRL_TABLE}[EndpointID=="{CTRL}"].'
+    assert results(delete(state, [key + 'BootParameter.[Enable==false].'])) == [
+        (key + 'BootParameter.[Enable==false].', "oper_success",
+         ([BP + "1.", BP + "2.", BP + "3."], []))]
+    assert results(delete(state, [key])) == [(key, "oper_success", ([CTRL_TABLE + "1."], []))]
+    assert state.store.instances(CTRL_TABLE) == [CTRL_TABLE + "2."]
+
+
 # --- end to end, robustness ---------------------------------------------------------------------
 
 

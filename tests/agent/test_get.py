@@ -431,12 +431,46 @@ def _check_empty_table(state):
                        "Device.BulkData.Profile.")) == [0, 0, 0]
 
 
+def _check_empty_table_no_result(state):
+    """R-GET.1b: a table without instances has nothing to report (TP-469 1.87)."""
+    for inst in list(state.store.instances(SUBS)):
+        state.store.delete(inst)
+    resp = _get(state, SUBS, CTRLS)                      # CTRLS still has an instance
+    return [list(_resolved(r))[:1] for r in resp.req_path_results] == [[], [CTRLS + "1."]]
+
+
 def _check_search(state):
     return [p["ID"] for p in _resolved(_one(state, SUBS + "[Enable==false].")).values()] == ["b"]
 
 
 def _check_single_param(state):
     return _resolved(_one(state, SUBS + "1.ID")) == {SUBS + "1.": {"ID": "a"}}
+
+
+def _check_every_path_answered(state):
+    resp = _get(state, LA + "EndpointID", LA + "SoftwareVersion")
+    return [r.requested_path for r in resp.req_path_results] == [LA + "EndpointID",
+                                                                 LA + "SoftwareVersion"]
+
+
+def _check_param_parent_path(state):
+    return list(_resolved(_one(state, SUBS + "*.Enable"))) == [SUBS + "1.", SUBS + "2.", SUBS + "3."]
+
+
+def _check_invalid_path_error(state):
+    resp = _get(state, LA + "InvalidParameter", SUBS + "9.", LA + "EndpointID")
+    return _codes(resp) == [7026, 7026, 0]
+
+
+def _check_wildcard_all(state):
+    return [p["ID"] for p in _resolved(_one(state, SUBS + "*.ID")).values()] == ["a", "b", "c"]
+
+
+def _search_check(expr: str, ids: list[str]) -> Callable[[AgentState], bool]:
+    def check(state: AgentState) -> bool:
+        found = _resolved(_one(state, f"{SUBS}[{expr}]."))
+        return [params["ID"] for params in found.values()] == ids
+    return check
 
 
 FAULT_CHECKS: dict[str, Callable[[AgentState], bool]] = {
@@ -449,9 +483,26 @@ FAULT_CHECKS: dict[str, Callable[[AgentState], bool]] = {
     "get.flatten_subobjects": _check_sub_objects_separate,
     "get.unmatched_search_error": _check_unmatched_search,
     "get.empty_table_error": _check_empty_table,
+    "get.empty_table_reports_table": _check_empty_table_no_result,
     "get.search_returns_all": _check_search,
     "get.extra_params": _check_single_param,
+    "get.first_path_only": _check_every_path_answered,
+    "get.param_resolved_path_full": _check_param_parent_path,
+    "get.invalid_path_no_error": _check_invalid_path_error,
+    "get.wildcard_first_only": _check_wildcard_all,
+    # state: a (Enable true, NotifExpiration 20), b (false, 10), c (true, 5)
+    "get.search_eq_as_ne": _search_check("Enable==true", ["a", "c"]),         # TP-469 1.46
+    "get.search_ne_as_eq": _search_check("Enable!=true", ["b"]),              # 1.47
+    "get.search_gt_inclusive": _search_check("NotifExpiration>10", ["a"]),    # 1.48
+    "get.search_lt_inclusive": _search_check("NotifExpiration<10", ["c"]),    # 1.49
+    "get.search_ge_exclusive": _search_check("NotifExpiration>=10", ["a", "b"]),  # 1.50
+    "get.search_le_exclusive": _search_check("NotifExpiration<=10", ["b", "c"]),  # 1.51
 }
+
+# The operator each search fault breaks, as written in a search expression.
+OPERATOR_FAULTS = {"get.search_eq_as_ne": "==", "get.search_ne_as_eq": "!=",
+                   "get.search_gt_inclusive": ">", "get.search_lt_inclusive": "<",
+                   "get.search_ge_exclusive": ">=", "get.search_le_exclusive": "<="}
 
 
 def test_every_get_fault_has_a_check():
@@ -464,6 +515,50 @@ def test_fault_changes_the_behaviour(fault):
     assert check(_state()) is True
     assert check(_state(fault)) is False
     assert REGISTRY[fault].requirement
+
+
+@pytest.mark.parametrize("fault", sorted(OPERATOR_FAULTS))
+def test_operator_fault_leaves_the_other_operators_alone(fault):
+    """R-ARC.9: each get.search_* fault breaks exactly one operator (TP-469 1.46-1.51)."""
+    state = _state(fault)
+    for other, op in OPERATOR_FAULTS.items():
+        if other != fault:
+            assert FAULT_CHECKS[other](state), op
+    assert not FAULT_CHECKS[fault](state)
+
+
+def test_operator_faults_only_touch_get():
+    """The faults are Get's: GetInstances evaluates the same expression correctly."""
+    from conformance.agent.messages.get import get_instances_path
+    state = _state("get.search_gt_inclusive")
+    found = get_instances_path(state, FULL_ACCESS, SUBS + "[NotifExpiration>10].", True)
+    assert [inst for inst, _keys in found] == [SUBS + "1."]
+
+
+def test_fault_eq_as_ne_also_breaks_unique_key_addressing():
+    found = _resolved(_one(_state("get.search_eq_as_ne"), SUBS + '[Alias=="sub-b"].Enable'))
+    assert set(found) == {SUBS + "1.", SUBS + "3."}
+
+
+def test_fault_param_resolved_path_full_reports_the_parameter():
+    """R-GET.2 broken: the resolved_path names the parameter (TP-469 1.38)."""
+    resp = _get(_state("get.param_resolved_path_full"), LA + "EndpointID", SUBS + "2.Enable", LA)
+    assert _resolved(resp.req_path_results[0]) == {LA + "EndpointID": {"EndpointID": AGENT}}
+    assert _resolved(resp.req_path_results[1]) == {SUBS + "2.Enable": {"Enable": "false"}}
+    assert LA in _resolved(resp.req_path_results[2])     # object paths are unaffected
+
+
+def test_fault_invalid_path_no_error_keeps_syntax_errors():
+    resp = _get(_state("get.invalid_path_no_error"), LA + "InvalidParameter", LA + "..")
+    assert _codes(resp) == [0, 7008]
+    assert len(resp.req_path_results[0].resolved_path_results) == 0
+
+
+def test_fault_wildcard_first_only():
+    """R-ARC.10 broken: only the first instance a wildcard matches (TP-469 1.44/1.45)."""
+    state = _state("get.wildcard_first_only")
+    assert list(_resolved(_one(state, SUBS + "*."))) == [SUBS + "1."]
+    assert len(_resolved(_one(state, SUBS))) == 3           # a table path is no wildcard
 
 
 def test_fault_wrong_error_code_keeps_syntax_errors():
@@ -504,6 +599,15 @@ def test_end_to_end_get_through_agent_core():
     assert _resolved(results[0]) == {LA: {"EndpointID": AGENT}}
     assert _resolved(results[1]) == {SUBS + "1.": {"ID": "a"}, SUBS + "3.": {"ID": "c"}}
     assert results[2].err_code == 7026
+
+
+def test_end_to_end_first_path_only():
+    """TP-469 1.37 broken through the whole agent: one RequestedPathResult for two paths."""
+    core = AgentCore(_state("get.first_path_only"))
+    msg = messages.request("get", {"param_paths": [LA + "EndpointID", LA + "SoftwareVersion"]},
+                           msg_id="e")
+    results = _roundtrip(core, msg).body.response.get_resp.req_path_results
+    assert [r.requested_path for r in results] == [LA + "EndpointID"]
 
 
 def test_end_to_end_fault_turns_the_response_into_an_error():

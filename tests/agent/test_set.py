@@ -6,6 +6,7 @@ R-SET.0-3, R-SET.2a/2b, R-KEY.1/2, R-MSG.4a; TP-469 1.11-1.23, 1.96, 1.104.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from conformance.agent.datamodel.store import (
     StoreError,
     ValueChanged,
 )
-from conformance.agent.faults import FaultSet
+from conformance.agent.faults import REGISTRY, FaultSet, catalogue
 from conformance.agent.messages import write
 from conformance.agent.messages.set import handle_set
 from conformance.usp import errors, messages, records
@@ -417,6 +418,122 @@ def test_fault_mutable_nonfunctional_key() -> None:
     assert status(res) == "oper_success" and state.store.get(SUB + "1.ID") == "add96-NEW"
 
 
+def test_fault_mutable_alias() -> None:
+    """TP-469 1.104 / R-KEY.1: only the Alias escapes the rule; ID stays immutable."""
+    upds = [update(SUB + "1.", setting("Alias", "test-1-104-new-alias", True))]
+    assert set_(make_state(), upds).body.HasField("error")
+    state = make_state("set.mutable_alias")
+    [res] = results(set_(state, upds))
+    assert status(res) == "oper_success"
+    assert state.store.get(SUB + "1.Alias") == "test-1-104-new-alias"
+    assert set_(state, [update(SUB + "1.", setting("ID", "x", True))]).body.HasField("error")
+
+
+def test_fault_not_applied() -> None:
+    """TP-469 1.11 / R-SET.1: success is reported, the value is never written."""
+    upds = [update(SUB + "1.", setting("NotifRetry", "true", True))]
+    state = make_state("set.not_applied")
+    events: list[object] = []
+    state.store.listen(events.append)
+    [res] = results(set_(state, upds))
+    assert inst_results(res) == [(SUB + "1.", {"NotifRetry": "true"}, [])]
+    assert retry(state, 1) == "false" and events == []
+
+
+def test_fault_updated_params_absolute() -> None:
+    """TP-469 1.12: updated_params keys are relative paths; the fault makes them absolute."""
+    upds = [update(SUB + "1.", setting("NotifRetry", "true", True))]
+    [res] = results(set_(make_state(), upds, allow_partial=True))
+    assert inst_results(res)[0][1] == {"NotifRetry": "true"}
+    [res] = results(set_(make_state("set.updated_params_absolute"), upds, allow_partial=True))
+    assert inst_results(res)[0][1] == {SUB + "1.NotifRetry": "true"}
+
+
+@pytest.mark.parametrize("allow_partial", [False, True])
+def test_fault_first_update_only(allow_partial: bool) -> None:
+    """TP-469 1.13: one UpdatedObjectResult per UpdateObject; the fault drops the second."""
+    upds = [update(SUB + "1.", setting("NotifRetry", "true", True)),
+            update(SUB + "2.", setting("NotifRetry", "true", True))]
+    state = make_state("set.first_update_only")
+    out = results(set_(state, upds, allow_partial=allow_partial))
+    assert [r.requested_path for r in out] == [SUB + "1."]
+    assert (retry(state, 1), retry(state, 2)) == ("true", "false")
+
+
+def test_fault_error_param_path_relative() -> None:
+    """TP-469 1.14/1.15/1.20: Error param_errs name the full path; the fault gives the name."""
+    upds = [update(SUB + "*.", setting("InvalidParameter", "x", True))]
+    err = set_(make_state("set.error_param_path_relative"), upds).body.error
+    assert [p.param_path for p in err.param_errs] == ["InvalidParameter"] * 2
+    err = set_(make_state("set.error_param_path_relative"),
+               [update(SUB + "9.", setting("Enable", "true"))]).body.error
+    assert [p.param_path for p in err.param_errs] == [SUB + "9."]  # an object path is kept
+
+
+def test_fault_nonrequired_fails_object() -> None:
+    """TP-469 1.17 / R-SET.0: a non-required failure must not fail the object."""
+    upds = [update(SUB + "1.", setting("NotifRetry", "true"), setting("InvalidParameter", "x"))]
+    state = make_state("set.nonrequired_fails_object")
+    [res] = results(set_(state, upds, allow_partial=True))
+    fail = res.oper_status.oper_failure
+    assert fail.err_code == errors.REQUIRED_PARAMETER_FAILED
+    assert [f.affected_path for f in fail.updated_inst_failures] == [SUB + "1."]
+    assert retry(state, 1) == "false"
+
+
+def test_fault_affected_path_not_number() -> None:
+    """TP-469 1.18 / R-MSG.3: affected_path uses instance numbers; the fault echoes the key."""
+    path = f'{SUB}[Recipient=="{CTRL_ROW}"&&ID=="sub2"].'
+    upds = [update(path, setting("NotifRetry", "true", True))]
+    [res] = results(set_(make_state("set.affected_path_not_number"), upds))
+    assert inst_results(res)[0][0] == path
+    # a wildcard matching several objects still lists them by number
+    [res] = results(set_(make_state("set.affected_path_not_number"),
+                         [update(SUB + "*.", setting("NotifRetry", "true", True))]))
+    assert [r[0] for r in inst_results(res)] == [SUB + "1.", SUB + "2."]
+
+
+def test_fault_search_first_match_only() -> None:
+    """TP-469 1.19 / R-ARC.10: a wildcard reaches every instance; the fault only the first."""
+    state = make_state("set.search_first_match_only")
+    [res] = results(set_(state, [update(SUB + "*.", setting("NotifRetry", "true", True))]))
+    assert [r[0] for r in inst_results(res)] == [SUB + "1."]
+    assert (retry(state, 1), retry(state, 2)) == ("true", "false")
+
+
+def test_fault_search_matches_all() -> None:
+    """TP-469 1.22 / R-ARC.9: the fault ignores the expression; bad paths still fail."""
+    state = make_state("set.search_matches_all")
+    [res] = results(set_(state, [update(SUB + "[NotifExpiration>0].",
+                                        setting("NotifRetry", "true", True))]))
+    assert [r[0] for r in inst_results(res)] == [SUB + "1.", SUB + "2."]
+    err = set_(state, [update("Device.LocalAgent.Subscription.[",
+                              setting("Enable", "true"))]).body.error
+    assert err.err_code == errors.INVALID_PATH_SYNTAX
+
+
+def test_fault_ignore_allow_partial() -> None:
+    """TP-469 1.16/1.21 / R-SET.0: allow_partial true gives a SetResp; the fault an Error."""
+    upds = [update(SUB + "1.", setting("NotifRetry", "true", True)),
+            update(SUB + "2.", setting("InvalidParameter", "x", True))]
+    state = make_state("set.ignore_allow_partial")
+    reply = set_(state, upds, allow_partial=True)
+    assert reply.body.error.param_errs[0].param_path == SUB + "2.InvalidParameter"
+    assert retry(state, 1) == "false"
+    # a Set that succeeds is answered the same way
+    [res] = results(set_(state, upds[:1], allow_partial=True))
+    assert status(res) == "oper_success"
+
+
+def test_every_set_fault_is_tested() -> None:
+    """Each set.* fault is registered with a requirement and switched on by some test here."""
+    catalogue()
+    names = {n for n in REGISTRY if n.startswith("set.")}
+    source = Path(__file__).read_text(encoding="utf-8")
+    assert len(names) >= 16 and all(REGISTRY[n].requirement for n in names)
+    assert {n for n in names if f'"{n}"' not in source} == set()
+
+
 # --- end to end, robustness -------------------------------------------------------------------------
 
 
@@ -596,6 +713,12 @@ def test_check_settings_directly() -> None:
     accepted, failures = write.check_settings(state.store, ctx, SUB + "1.", [S("ID", "new")],
                                               creating=False, immutable_keys=False)
     assert accepted == {SUB + "1.ID": "new"} and failures == []
+    accepted, failures = write.check_settings(state.store, ctx, SUB + "1.",
+                                              [S("ID", "new"), S("Alias", "other")],
+                                              creating=False, mutable_params=["Alias"])
+    assert accepted == {SUB + "1.Alias": "other"}
+    assert [(f.param, f.code) for f in failures] == [
+        ("ID", errors.ATTEMPT_TO_UPDATE_NON_WRITEABLE_PARAMETER)]
     accepted, failures = write.check_settings(state.store, ctx, SUB + "1.", [S("ID", "")],
                                               creating=True, forced_required=["ID"])
     assert failures[0].required and failures[0].code == errors.INVALID_VALUE

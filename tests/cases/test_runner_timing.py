@@ -234,3 +234,22 @@ def test_timing_steps_are_validated(tmp_path, steps, message):
     path = _case(tmp_path, "metrics: {1: m}\nsteps:\n" + steps)
     with pytest.raises(CaseSchemaError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_case(path)
+
+
+CAPTURE = """
+metrics: {1: notified, 2: the captured subscription id names the subscription}
+steps:
+""" + _CHANGE + """
+  - expect_notification:
+      match: {subscription_id: {$capture: sid}, value_change: {param_value: after}}
+      metrics: [1]
+  - send: {get: {param_paths: ['Device.LocalAgent.Subscription.[ID=="{sid}"].ID']}}
+    expect:
+      response: {get_resp: {req_path_results: [{resolved_path_results: [{result_params: {ID: timing}}]}]}}
+      metrics: [2]
+"""
+
+
+def test_capture_inside_a_notification_match(tmp_path):
+    result, _ = _run(_case(tmp_path, CAPTURE + _SETUP))
+    assert result.verdict == "pass", result.reason

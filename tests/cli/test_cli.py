@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -77,9 +78,13 @@ def test_console_script_installed():
 def test_run_list_report_certs_end_to_end(tmp_path):
     """The product commands as a user types them: run (built-in agent), list, report, certs."""
     reports = tmp_path / "reports"
-    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "-k", "1.1 ",
-                           "--reports", str(reports)], capture_output=True, text=True, timeout=300,
-                          cwd=str(ROOT))
+    cases = tmp_path / "cases" / "01"
+    cases.mkdir(parents=True)
+    for src in (ROOT / "testcases" / "01-messages-and-path-names").glob("1.1-*.yaml"):
+        shutil.copy(src, cases / src.name)
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "--cases",
+                           str(cases.parent), "--reports", str(reports)],
+                          capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("report.html", "report-failures.html", "summary.json", "junit.xml",
                  "results.json"):
@@ -94,8 +99,9 @@ def test_run_list_report_certs_end_to_end(tmp_path):
     labels = {(label["name"], label["value"]) for label in case_1_1[0]["labels"]}
     assert {("epic", "1 Messages and Path Names"), ("severity", "critical")} <= labels
     assert {"type": "requirement", "url": "R-ADD.1", "name": "R-ADD.1"} in case_1_1[0]["links"]
-    failing = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "-k", "1.1 ",
-                              "--fault", "add.no_unique_keys", "--reports", str(tmp_path / "f")],
+    failing = subprocess.run([sys.executable, "-m", "conformance.cli", "run", "--cases",
+                              str(cases.parent), "--fault", "add.no_unique_keys",
+                              "--reports", str(tmp_path / "f")],
                              capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert failing.returncode == 1, failing.stdout + failing.stderr
     listing = subprocess.run([sys.executable, "-m", "conformance.cli", "list"],

@@ -444,6 +444,9 @@ def test_fail_verdict_with_a_fault_exit_1(pytester: pytest.Pytester) -> None:
     assert re.search(r'expected: .*"\$keys": \["Recipient", "ID"\]', failure)
     assert re.search(r'observed: .*"unique_keys": \{\}', failure)
     assert "Traceback" not in failure and "plugin.py" not in failure
+    # the wire evidence: the last timeline events, the AddResp among them
+    assert re.search(r"timeline \(last \d+ of \d+ events; all in the reports\):", failure)
+    assert re.search(r"#\d+ t=[0-9.]+ in mqtt/\S+ mqtt\.PUBLISH", failure)
     # reports follow the ini twin usp_reports
     results = _results(pytester.path / "ini-reports")
     assert {cid: c["verdict"] for cid, c in results.items()} == {"1.1": "fail", "X-DEP-1": "fail"}
@@ -529,6 +532,7 @@ SAMPLES: dict[str, tuple[str, str, Any, str | None, Any]] = {
                   ("get.extra_params",)),
     "usp_features": ("features", "1, 2", (1, 2), "3", (3,)),
     "usp_include_deprecated": ("include_deprecated", "true", True, None, True),
+    "usp_progress": ("progress", "true", True, None, True),
 }
 DEFAULTS = USPOptions(eut="", mtp="mqtt", reports=Path("reports"), cases="", faults=(),
                       features=None, include_deprecated=False)
@@ -561,3 +565,20 @@ def test_help_lists_every_option_and_ini_twin(pytester: pytest.Pytester) -> None
     out = _run(pytester, "--help").stdout.str()
     for option, ini, _, _ in OPTIONS:
         assert option in out and ini in out, option
+
+
+def test_progress_line_and_tp469_order(pytester: pytest.Pytester) -> None:
+    """--usp-progress: one line per case instead of dots, in TP-469 order (1.2 before 1.10);
+    pytest's outcome counts and the exit status are unchanged."""
+    for case_id in ("1.10", "1.2"):  # quoted: YAML reads 1.10 as the number 1.1
+        _write(pytester, f"testcases/x/{case_id}-copy.yaml",
+               _variant_of_1_1(f'"{case_id}"', "mandatory").replace(f'({case_id!r})', case_id)
+               .replace(f'("{case_id}")', f"({case_id})"))
+    result = _run(pytester, "--usp-progress", "--usp-fault", "add.no_unique_keys", "-q")
+    assert result.ret == 1, result.stdout.str()
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    first = re.search(r"^\[1/2\] FAIL +[0-9.]+s  TP-469 1\.2 \(1\.2\) Add with", out, re.M)
+    second = re.search(r"^\[2/2\] FAIL +[0-9.]+s  TP-469 1\.10 \(1\.10\) Add with", out, re.M)
+    assert first and second and first.start() < second.start(), out
+    assert not re.search(r"^FF", out, re.M)  # no dots (or F letters) for the cases

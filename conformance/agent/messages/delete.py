@@ -27,6 +27,7 @@ would go below minEntries, or the store failed to delete.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ from conformance.agent.messages.write import (
     table_of,
 )
 from conformance.usp import errors, messages
-from conformance.usp.paths import PathKind
+from conformance.usp.paths import Expression, PathError, PathKind, parse_path
 from conformance.usp.schema import Msg, msg_pb2
 
 register("delete.error_on_missing", "TP-469 1.25",
@@ -57,8 +58,23 @@ register("delete.search_no_match_error", "TP-469 1.90",
          "oper_success (R-MSG.4a)")
 register("delete.ignore_invalid_path", "TP-469 1.26",
          "treats a path outside the supported data model as matching nothing (empty oper_success)")
+register("delete.reports_without_deleting", "TP-469 1.24 / R-DEL.1",
+         "reports the matched instances as affected_paths but leaves them in the data model")
+register("delete.first_path_only", "TP-469 1.27/1.32 / R-DEL.0",
+         "handles only the first obj_paths entry and answers nothing for the others")
+register("delete.ignore_allow_partial", "TP-469 1.30/1.31 / R-DEL.0",
+         "treats allow_partial true as false: one failing entry fails the whole message")
+register("delete.affected_paths_as_requested", "TP-469 1.33 / R-MSG.3",
+         "lists the requested path (search or key form) in affected_paths instead of the "
+         "deleted instances")
+register("delete.search_first_match_only", "TP-469 1.34 / R-ARC.10",
+         "deletes only the first instance a wildcard or search expression matches")
+register("delete.search_ignores_expression", "TP-469 1.35/1.90 / R-ARC.9",
+         "evaluates a search expression as a wildcard: every instance of the table is deleted")
 
 _DeleteResp = msg_pb2.DeleteResp
+#: A path ending in a search expression (quoted strings may hold ``]``).
+_LAST_EXPRESSION = re.compile(r'(?P<table>.*\.)\[(?:[^\]"]|"[^"]*")*\]\.')
 
 
 @dataclass
@@ -83,9 +99,12 @@ class _Deleted:
 def handle_delete(state: AgentState, ctx: RequestContext) -> Msg:
     """Answer a Delete with a DeleteResp, or an Error when allow_partial is false and it fails."""
     req = ctx.msg.body.request.delete
-    if req.allow_partial:
+    obj_paths = list(req.obj_paths)
+    if state.faults.on("delete.first_path_only"):
+        obj_paths = obj_paths[:1]
+    if req.allow_partial and not state.faults.on("delete.ignore_allow_partial"):
         results = []
-        for path in req.obj_paths:  # R-DEL.0: each entry on its own
+        for path in obj_paths:  # R-DEL.0: each entry on its own
             with atomic(state.store) as batch:
                 results.append(_delete_path(state, ctx, path, batch))
         return _response(state, ctx, results)
@@ -93,7 +112,7 @@ def handle_delete(state: AgentState, ctx: RequestContext) -> Msg:
     failed: Failure | None = None
     try:
         with atomic(state.store) as batch:
-            for path in req.obj_paths:
+            for path in obj_paths:
                 result = _delete_path(state, ctx, path, batch)
                 failed = result.as_failure()
                 if failed is not None:
@@ -112,6 +131,10 @@ def _delete_path(state: AgentState, ctx: RequestContext, requested: str, batch: 
     result = _Deleted(requested)
     try:
         res = resolve(state.store, requested)
+        if state.faults.on("delete.search_ignores_expression"):
+            widened = _widened(state, requested)
+            if widened is not None:
+                res = resolve(state.store, widened)
     except ResolveError as exc:
         missing = exc.code == errors.OBJECT_DOES_NOT_EXIST
         invalid = exc.code == errors.INVALID_PATH
@@ -136,7 +159,10 @@ def _delete_path(state: AgentState, ctx: RequestContext, requested: str, batch: 
             result.failure = Failure.for_path(requested, errors.OBJECT_DOES_NOT_EXIST,
                                               f"{requested!r} matches no instance")
         return result
-    for inst in res.objects:
+    matched = list(res.objects)
+    if res.is_search and state.faults.on("delete.search_first_match_only"):
+        matched = matched[:1]
+    for inst in matched:
         problem = _cannot_delete(state, ctx, inst)
         if problem is not None:
             result.unaffected.append((inst, *problem))
@@ -144,12 +170,35 @@ def _delete_path(state: AgentState, ctx: RequestContext, requested: str, batch: 
         if not state.store.exists(inst):  # taken along by an earlier match
             continue
         try:
-            batch.delete(inst)
+            if not state.faults.on("delete.reports_without_deleting"):
+                batch.delete(inst)
         except StoreError as exc:
             result.unaffected.append((inst, errors.DELETE_FAILURE, str(exc)))
             continue
         result.affected.append(inst)
     return result
+
+
+def _widened(state: AgentState, path: str) -> str | None:
+    """``path`` with its final search expression turned into ``*`` (fault support only).
+
+    None when the path does not end in a search expression, or ends in a unique
+    key address (a complete unique key compared with ``==``), which is not a search.
+    """
+    found = _LAST_EXPRESSION.fullmatch(path)
+    if found is None:
+        return None
+    try:
+        last = parse_path(path).segments[-1]
+    except PathError:
+        return None
+    table = state.dm.find_object(found["table"])
+    if not isinstance(last, Expression) or table is None:
+        return None
+    names = {c.parameter_path for c in last.components}
+    if last.is_equality_only and any(set(key) == names for key in table.unique_keys):
+        return None
+    return found["table"] + "*."
 
 
 def _cannot_delete(state: AgentState, ctx: RequestContext, inst: str) -> tuple[int, str] | None:
@@ -177,8 +226,11 @@ def _response(state: AgentState, ctx: RequestContext, results: list[_Deleted]) -
             continue
         success = status.oper_success
         success.SetInParent()
+        affected = result.affected
+        if affected and state.faults.on("delete.affected_paths_as_requested"):
+            affected = [result.requested_path]
         if not state.faults.on("delete.no_affected_paths"):
-            success.affected_paths.extend(p for p in result.affected if readable(p))  # R-DEL.2
+            success.affected_paths.extend(p for p in affected if readable(p))  # R-DEL.2
         for path, code, text in result.unaffected:
             if readable(path):  # R-DEL.4
                 success.unaffected_path_errs.add(unaffected_path=path, err_code=code, err_msg=text)

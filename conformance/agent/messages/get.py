@@ -52,7 +52,14 @@ from conformance.agent.datamodel.resolve import Resolution, ResolveError, resolv
 from conformance.agent.datamodel.store import Store, StoreError
 from conformance.agent.faults import FaultSet, register
 from conformance.usp import errors, messages, paths
-from conformance.usp.paths import Expression, PathKind, ReferenceFollow, Wildcard
+from conformance.usp.paths import (
+    Expression,
+    ExpressionComponent,
+    Operator,
+    PathKind,
+    ReferenceFollow,
+    Wildcard,
+)
 from conformance.usp.schema import Msg, msg_pb2
 
 __all__ = [
@@ -93,6 +100,29 @@ register("get.search_returns_all", "TP-469 1.46-1.51",
          "ignores search expressions: every instance of the table matches")
 register("get.extra_params", "R-GET.3, TP-469 1.36/1.38",
          "returns every parameter of the owning object for a parameter path")
+register("get.empty_table_reports_table", "R-GET.1b, TP-469 1.87",
+         "reports a table path without instances as a resolved_path_results entry of its own")
+register("get.first_path_only", "TP-469 1.37 (one RequestedPathResult per requested path)",
+         "answers only the first of several param_paths")
+register("get.param_resolved_path_full", "R-GET.2, TP-469 1.38",
+         "reports a parameter path's resolved_path as the parameter itself, not its object")
+register("get.invalid_path_no_error", "R-GET.0, TP-469 1.41/1.42",
+         "answers a path naming nothing in the data model with err_code 0 and no results")
+register("get.wildcard_first_only", "R-ARC.10, TP-469 1.44/1.45",
+         "a wildcard matches only the first instance of the table")
+# One fault per search operator: it is evaluated as another operator (R-ARC.9).
+register("get.search_eq_as_ne", "R-ARC.9, TP-469 1.46",
+         "evaluates == in a search expression as !=")
+register("get.search_ne_as_eq", "R-ARC.9, TP-469 1.47",
+         "evaluates != in a search expression as ==")
+register("get.search_gt_inclusive", "R-ARC.9, TP-469 1.48",
+         "evaluates > in a search expression as >= (the boundary value matches)")
+register("get.search_lt_inclusive", "R-ARC.9, TP-469 1.49",
+         "evaluates < in a search expression as <= (the boundary value matches)")
+register("get.search_ge_exclusive", "R-ARC.9, TP-469 1.50",
+         "evaluates >= in a search expression as > (the boundary value is missed)")
+register("get.search_le_exclusive", "R-ARC.9, TP-469 1.51",
+         "evaluates <= in a search expression as < (the boundary value is missed)")
 register("gin.no_unique_keys", "TP-469 1.66 (CurrInstance unique_keys)",
          "lists instances without their unique_keys")
 register("gin.ignore_first_level_only", "TP-469 1.66",
@@ -105,6 +135,16 @@ register("gin.first_path_only", "TP-469 1.68",
          "answers only the first of several obj_paths")
 
 _LEAF_KINDS = (PathKind.PARAMETER, PathKind.COMMAND, PathKind.EVENT)
+
+#: fault name -> (the operator it breaks, the operator evaluated instead)
+_OPERATOR_FAULTS: dict[str, tuple[Operator, Operator]] = {
+    "get.search_eq_as_ne": (Operator.EQ, Operator.NE),
+    "get.search_ne_as_eq": (Operator.NE, Operator.EQ),
+    "get.search_gt_inclusive": (Operator.GT, Operator.GE),
+    "get.search_lt_inclusive": (Operator.LT, Operator.LE),
+    "get.search_ge_exclusive": (Operator.GE, Operator.GT),
+    "get.search_le_exclusive": (Operator.LE, Operator.LT),
+}
 
 
 # --- reading values ----------------------------------------------------------------------
@@ -205,6 +245,24 @@ def _without_expressions(path: paths.Path) -> str:
     return str(paths.Path(segs, path.kind))
 
 
+def _swap_operators(path: paths.Path, faults: FaultSet) -> paths.Path:
+    """``path`` with each operator an active ``get.search_*`` fault breaks replaced.
+
+    Only the operator faults use this: the resolver itself stays correct.
+    """
+    swaps = dict(pair for name, pair in _OPERATOR_FAULTS.items() if faults.on(name))
+    if not swaps or not path.has_expression:
+        return path
+
+    def swap(comp: ExpressionComponent) -> ExpressionComponent:
+        return ExpressionComponent(comp.parameter, swaps.get(comp.operator, comp.operator),
+                                   comp.value)
+
+    segs = tuple(Expression(tuple(swap(c) for c in s.components)) if isinstance(s, Expression)
+                 else s for s in path.segments)
+    return paths.Path(segs, path.kind)
+
+
 def resolve_search(store: Store, text: str, path: paths.Path) -> Resolution:
     """:func:`resolve`, except that an expression matching no instance is an empty search.
 
@@ -242,6 +300,10 @@ def get_path(state: AgentState, access: Access, text: str, max_depth: int = 0) -
     target = text
     if path.has_expression and faults.on("get.search_returns_all"):
         target = _without_expressions(path)
+    elif path.has_expression:
+        faulty = _swap_operators(path, faults)
+        if faulty != path:
+            target, path = str(faulty), faulty
     try:
         res = resolve_search(store, target, path)
     except ResolveError as exc:
@@ -253,8 +315,12 @@ def get_path(state: AgentState, access: Access, text: str, max_depth: int = 0) -
                            f"{text!r} is a {res.kind.name.lower()} path; Get reads objects and parameters")
     if res.is_search and not search_params_readable(access, path):
         raise ResolveError(errors.INVALID_PATH, f"{text!r}: the search tests an unreadable parameter")
+    if path.has_wildcard and faults.on("get.wildcard_first_only"):
+        res.objects = res.objects[:1]
     if res.leaf is not None:
         found = _get_leaf(state, access, res)
+        if faults.on("get.param_resolved_path_full"):
+            found = [(obj + res.leaf, params) for obj, params in found]
     else:
         found = _get_objects(state, access, res, max_depth)
     if not found:
@@ -262,6 +328,8 @@ def get_path(state: AgentState, access: Access, text: str, max_depth: int = 0) -
             raise ResolveError(errors.OBJECT_DOES_NOT_EXIST, f"{text!r} matched no instance")
         if res.table and not res.is_search and faults.on("get.empty_table_error"):
             raise ResolveError(errors.OBJECT_DOES_NOT_EXIST, f"{text!r} has no instances")
+        if res.table and not res.is_search and faults.on("get.empty_table_reports_table"):
+            found = [(obj, {}) for obj in _dedupe(res.objects)]
     if faults.on("get.absolute_param_keys"):
         found = [(obj, {obj + k: v for k, v in params.items()}) for obj, params in found]
     if faults.on("get.instance_not_number"):
@@ -360,11 +428,16 @@ def handle_get(state: AgentState, ctx: RequestContext) -> Msg:
     """Answer a Get with one RequestedPathResult per requested path."""
     req = ctx.msg.body.request.get
     resp = msg_pb2.GetResp()
-    for text in req.param_paths:
+    requested = list(req.param_paths)
+    if state.faults.on("get.first_path_only"):
+        requested = requested[:1]
+    for text in requested:
         result = resp.req_path_results.add(requested_path=text)
         try:
             found = get_path(state, ctx.access, text, req.max_depth)
         except ResolveError as exc:
+            if exc.code == errors.INVALID_PATH and state.faults.on("get.invalid_path_no_error"):
+                continue  # R-GET.0 broken: reported like a search that matched nothing
             code = _error_code(state.faults, exc.code)
             if state.faults.on("get.invalid_path_fails_message"):
                 return messages.error(code, exc.message, msg_id=ctx.msg_id,

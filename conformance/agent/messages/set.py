@@ -26,6 +26,7 @@ update (it vanished while being written); per parameter 7010/7006/7013/7011/7012
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from conformance.agent.context import AgentState, RequestContext
@@ -45,7 +46,7 @@ from conformance.agent.messages.write import (
     key_params,
     required_failed,
 )
-from conformance.usp import errors, messages
+from conformance.usp import errors, messages, paths
 from conformance.usp.paths import PathKind
 from conformance.usp.schema import Msg, msg_pb2
 
@@ -62,6 +63,29 @@ register("set.search_no_match_error", "TP-469 1.23",
          "oper_success (R-MSG.4a)")
 register("set.mutable_nonfunctional_key", "TP-469 1.96",
          "lets a Set change a non-functional unique key such as Alias or ID (R-KEY.1)")
+register("set.mutable_alias", "TP-469 1.104 / R-KEY.1",
+         "lets a Set change an instance's Alias after creation (other non-functional keys stay "
+         "immutable)")
+register("set.not_applied", "TP-469 1.11 / R-SET.1",
+         "answers a Set with success and lists the new values but never writes them")
+register("set.updated_params_absolute", "TP-469 1.12",
+         "uses full parameter paths instead of relative ones as updated_params keys")
+register("set.first_update_only", "TP-469 1.13 / R-SET.1",
+         "processes and reports only the first UpdateObject of a Set; the others are dropped")
+register("set.error_param_path_relative", "TP-469 1.14/1.15/1.20",
+         "names failed parameters in the Error's param_errs by their relative name instead of "
+         "their full path")
+register("set.nonrequired_fails_object", "TP-469 1.17 / R-SET.0",
+         "fails the whole object when a parameter fails although its required flag is false")
+register("set.affected_path_not_number", "TP-469 1.18 / R-MSG.3",
+         "reports affected_path as the requested path (e.g. a unique key address) instead of "
+         "the instance number path")
+register("set.search_first_match_only", "TP-469 1.19 / R-ARC.10",
+         "updates only the first object a wildcard or search path matches")
+register("set.search_matches_all", "TP-469 1.22 / R-ARC.9",
+         "ignores search expressions in obj_path: every instance of the table is updated")
+register("set.ignore_allow_partial", "TP-469 1.16/1.21 / R-SET.0",
+         "answers with an Error when an object fails although allow_partial is true")
 
 _SetResp = msg_pb2.SetResp
 
@@ -88,15 +112,17 @@ class _Outcome:
 def handle_set(state: AgentState, ctx: RequestContext) -> Msg:
     """Answer a Set with a SetResp, or an Error when allow_partial is false and it fails."""
     req = ctx.msg.body.request.set
-    if req.allow_partial:
-        outcomes = [_update_object(state, ctx, upd, None, defer_keys=False)
-                    for upd in req.update_objs]
+    updates = list(req.update_objs)
+    if len(updates) > 1 and state.faults.on("set.first_update_only"):
+        updates = updates[:1]
+    if req.allow_partial and not state.faults.on("set.ignore_allow_partial"):
+        outcomes = [_update_object(state, ctx, upd, None, defer_keys=False) for upd in updates]
         return _response(state, ctx, outcomes)
     outcomes = []
     failed: _Outcome | None = None
     try:
         with atomic(state.store) as batch:
-            for upd in req.update_objs:
+            for upd in updates:
                 outcome = _update_object(state, ctx, upd, batch, defer_keys=True)
                 if outcome.failure is not None:
                     failed = outcome
@@ -109,10 +135,34 @@ def handle_set(state: AgentState, ctx: RequestContext) -> Msg:
                 if clash is not None:
                     raise Rollback(clash)
     except Rollback as rb:
-        return error_msg(rb.failure, ctx.msg_id)
+        return _error(state, rb.failure, ctx.msg_id)
     if failed is not None and failed.failure is not None:
-        return error_msg(failed.failure, ctx.msg_id)
+        return _error(state, failed.failure, ctx.msg_id)
     return _response(state, ctx, outcomes)
+
+
+def _error(state: AgentState, failure: Failure, msg_id: str) -> Msg:
+    """The Error for a failed allow_partial false Set (param_errs carry full paths)."""
+    if state.faults.on("set.error_param_path_relative"):
+        failure = Failure(failure.code, failure.message,
+                          [(_relative(path), code, text) for path, code, text in failure.param_errs])
+    return error_msg(failure, msg_id)
+
+
+def _relative(path: str) -> str:
+    """``Device.X.1.Name`` -> ``Name`` (an object path is kept)."""
+    return path if path.endswith(".") else path.rpartition(".")[2]
+
+
+def _without_expressions(text: str) -> str:
+    """``text`` with every search expression replaced by ``*`` (unparsable text as is)."""
+    try:
+        path = paths.parse_path(text)
+    except paths.PathError:
+        return text
+    segs = tuple(paths.Wildcard() if isinstance(s, paths.Expression) else s
+                 for s in path.segments)
+    return str(paths.Path(segs, path.kind))
 
 
 def _update_object(state: AgentState, ctx: RequestContext, upd: msg_pb2.Set.UpdateObject,
@@ -120,8 +170,11 @@ def _update_object(state: AgentState, ctx: RequestContext, upd: msg_pb2.Set.Upda
     """Apply one UpdateObject as a unit (R-SET.2a)."""
     requested = upd.obj_path
     outcome = _Outcome(requested)
+    target = requested
+    if state.faults.on("set.search_matches_all"):
+        target = _without_expressions(requested)
     try:
-        res = resolve(state.store, requested)
+        res = resolve(state.store, target)
     except ResolveError as exc:
         outcome.failure = Failure.for_path(requested, exc.code, exc.message)
         return outcome
@@ -135,11 +188,14 @@ def _update_object(state: AgentState, ctx: RequestContext, upd: msg_pb2.Set.Upda
             outcome.failure = Failure.for_path(requested, errors.OBJECT_DOES_NOT_EXIST,
                                                f"{requested!r} matches no object")
         return outcome
+    objects = list(res.objects)
+    if res.is_search and len(objects) > 1 and state.faults.on("set.search_first_match_only"):
+        objects = objects[:1]
     ignore_required = state.faults.on("set.ignore_required")
     mutable_keys = state.faults.on("set.mutable_nonfunctional_key")
     try:
         with atomic(state.store, parent) as batch:
-            for obj in res.objects:
+            for obj in objects:
                 try:
                     inst = _update_instance(state, ctx, obj, upd, batch,
                                             ignore_required=ignore_required,
@@ -172,15 +228,21 @@ def _update_instance(state: AgentState, ctx: RequestContext, obj: str,
     odef = store.object_def(obj)
     if odef is None:
         raise StoreError(f"{obj} has no definition")
+    mutable = ("Alias",) if state.faults.on("set.mutable_alias") else ()
     accepted, failures = check_settings(store, ctx, obj, list(upd.param_settings), creating=False,
-                                        immutable_keys=immutable_keys)
+                                        immutable_keys=immutable_keys, mutable_params=mutable)
+    if state.faults.on("set.nonrequired_fails_object"):
+        failures = [dataclasses.replace(f, required=True) for f in failures]
     inst = _Instance(obj, param_errs=failures)
     if required_failed(failures) and not ignore_required:
         return inst  # R-SET.2: nothing of this object is written
     keys = set(key_params(odef))
     for path, value in accepted.items():
-        batch.set(path, value)
         relative = path[len(obj):]
+        if state.faults.on("set.not_applied"):
+            inst.updated[relative] = value  # reported, never written
+            continue
+        batch.set(path, value)
         inst.updated[relative] = store.get(path)
         if relative in keys:
             batch.touched[obj] = odef
@@ -207,6 +269,7 @@ def _clash_instances(failure: Failure) -> list[_Instance]:
 
 def _response(state: AgentState, ctx: RequestContext, outcomes: list[_Outcome]) -> Msg:
     resp = _SetResp()
+    absolute = state.faults.on("set.updated_params_absolute")
     for outcome in outcomes:
         result = resp.updated_obj_results.add(requested_path=outcome.requested_path)
         status = result.oper_status
@@ -222,13 +285,16 @@ def _response(state: AgentState, ctx: RequestContext, outcomes: list[_Outcome]) 
             continue
         success = status.oper_success
         success.SetInParent()
+        echo = len(outcome.instances) == 1 and state.faults.on("set.affected_path_not_number")
         for inst in outcome.instances:
-            item = success.updated_inst_results.add(affected_path=inst.path)
+            item = success.updated_inst_results.add(
+                affected_path=outcome.requested_path if echo else inst.path)
             for f in inst.param_errs:
                 item.param_errs.add(param=f.param, err_code=f.code, err_msg=f.message)
             if state.faults.on("set.no_updated_params"):
                 continue
             for name, value in inst.updated.items():
                 if ctx.access.allows("Param", inst.path + name, "r"):  # R-SET.3
-                    item.updated_params[name] = value
+                    key = inst.path + name if absolute else name
+                    item.updated_params[key] = value
     return messages.response("set_resp", resp, msg_id=ctx.msg_id)

@@ -24,7 +24,7 @@ ValueChange, ObjectCreation or ObjectDeletion notification.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -262,14 +262,17 @@ def key_params(odef: ObjectDef) -> list[str]:
 def check_settings(store: Store, ctx: RequestContext, obj_path: str,
                    settings: Sequence[_Setting], *, creating: bool,
                    forced_required: Iterable[str] = (),
-                   immutable_keys: bool = True) -> tuple[dict[str, str], list[ParamFailure]]:
+                   immutable_keys: bool = True,
+                   mutable_params: Collection[str] = frozenset(),
+                   ) -> tuple[dict[str, str], list[ParamFailure]]:
     """Check a request's settings for the object ``obj_path``.
 
     Returns the values to write (full path -> value) and the failures.
     ``creating`` is true for Add (writeOnceReadOnly and non-functional keys
     may be given once); ``forced_required`` names settings that count as
     required whatever their flag says (unique keys in an Add). With
-    ``immutable_keys`` false the R-KEY.1 check is skipped (a fault).
+    ``immutable_keys`` false the R-KEY.1 check is skipped, and names in
+    ``mutable_params`` escape it (both only for faults).
     """
     forced = set(forced_required)
     odef = store.object_def(obj_path)
@@ -301,7 +304,8 @@ def check_settings(store: Store, ctx: RequestContext, obj_path: str,
             fail(errors.PERMISSION_DENIED, "no write permission")
             continue
         problem = _check_writable(store, path, pdef, value, creating=creating,
-                                  frozen=immutable_keys and name in frozen_keys)
+                                  frozen=(immutable_keys and name in frozen_keys
+                                          and name not in mutable_params))
         if problem is not None:
             fail(errors.ATTEMPT_TO_UPDATE_NON_WRITEABLE_PARAMETER, problem)
             continue
