@@ -229,7 +229,14 @@ def _check_all_paths(state):
     return len(_gin(state, CTRLS, MTPS).req_path_results) == 2
 
 
+def _check_search_paths(state):
+    # R-MSG.1: wildcards and search expressions are allowed in GetInstances obj_paths
+    return (_one(state, CTRLS + "*.MTP.").err_code == 0
+            and _one(state, CTRLS + '[Alias=="one"].MTP.').err_code == 0)
+
+
 FAULT_CHECKS: dict[str, Callable[[AgentState], bool]] = {
+    "gin.no_search_paths": _check_search_paths,
     "gin.no_unique_keys": _check_unique_keys,
     "gin.ignore_first_level_only": _check_first_level_only,
     "gin.no_nested_instances": _check_nested,

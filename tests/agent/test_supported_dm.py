@@ -378,7 +378,30 @@ def _check_leaf(state):
         [c.command_name for c in objs[0].supported_commands] == ["Reboot()"]
 
 
+def _check_param_types(state):
+    """TP-469 1.72 metric 3: value_type and value_change carry real values."""
+    (obj,) = _one(state, LA + "EndpointID").supported_objs
+    param = obj.supported_params[0]
+    return (param.value_type, param.value_change) == (G.PARAM_STRING, G.VALUE_CHANGE_ALLOWED)
+
+
+def _check_event_args(state):
+    """TP-469 1.98 metric 3: events list their arguments."""
+    (obj,) = _one(state, "Device.Boot!").supported_objs
+    return list(obj.supported_events[0].arg_names) == ["CommandKey", "Cause", "FirmwareUpdated",
+                                                         "ParameterMap"]
+
+
+def _check_key_sets_apart(state):
+    """TP-469 1.99 metric 2: one SupportedUniqueKeySet per unique key."""
+    (obj,) = _one(state, SUBS, unique_key_sets=True).supported_objs
+    return [list(k.key_names) for k in obj.unique_key_sets] == [["Alias"], ["Recipient", "ID"]]
+
+
 FAULT_CHECKS: dict[str, Callable[[AgentState], bool]] = {
+    "gsdm.param_unknown_type": _check_param_types,
+    "gsdm.event_no_args": _check_event_args,
+    "gsdm.merged_unique_key_sets": _check_key_sets_apart,
     "gsdm.async_as_sync": _check_async,
     "gsdm.no_unique_key_sets": _check_unique_key_sets,
     "gsdm.wrong_access": _check_access,
@@ -402,6 +425,17 @@ def test_fault_changes_the_behaviour(fault):
     assert check(_state()) is True
     assert check(_state(fault)) is False
     assert REGISTRY[fault].requirement
+
+
+def test_merged_unique_key_sets_keeps_single_key_tables_unchanged():
+    """gsdm.merged_unique_key_sets only changes tables with several unique keys."""
+    objs = _objs(_one(_state("gsdm.merged_unique_key_sets"), LA, first_level_only=True,
+                      unique_key_sets=True))
+    assert [list(k.key_names) for k in objs["Device.LocalAgent.MTP.{i}."].unique_key_sets] == \
+        [["Alias"]]
+    assert [list(k.key_names) for k in objs[SUBS + "{i}."].unique_key_sets] == \
+        [["Alias", "Recipient", "ID"]]
+    assert len(objs[LA].unique_key_sets) == 0
 
 
 def test_fault_error_message_carries_the_code_and_path():

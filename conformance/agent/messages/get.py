@@ -133,6 +133,8 @@ register("gin.unmatched_search_error", "R-MSG.4a, TP-469 1.83",
          "answers a search that matches no instance with err_code 7016")
 register("gin.first_path_only", "TP-469 1.68",
          "answers only the first of several obj_paths")
+register("gin.no_search_paths", "R-MSG.1, TP-469 1.70/1.71",
+         "answers an obj_path holding a wildcard or a search expression with err_code 7026")
 
 _LEAF_KINDS = (PathKind.PARAMETER, PathKind.COMMAND, PathKind.EVENT)
 
@@ -471,6 +473,8 @@ def get_instances_path(state: AgentState, access: Access, text: str,
     odef = res.object_def
     if res.kind in _LEAF_KINDS or odef is None or not odef.multi_instance:
         raise ResolveError(errors.OBJECT_IS_NOT_A_TABLE, f"{text!r} is not a multi-instance object")
+    if res.is_search and faults.on("gin.no_search_paths"):
+        raise ResolveError(errors.INVALID_PATH, f"{text!r}: search paths are not supported")
     objects = _dedupe(res.objects)
     roots = [i for t in objects for i in store.instances(t)] if res.table else objects
     if res.is_search and not search_params_readable(access, path):

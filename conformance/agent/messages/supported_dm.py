@@ -81,6 +81,14 @@ register("gsdm.error_message", "TP-469 1.77",
          "answers an unsupported path with an Error message instead of a GetSupportedDMResp")
 register("gsdm.leaf_returns_object", "TP-469 1.105-1.107",
          "answers a parameter, command or event path with everything its object supports")
+register("gsdm.param_unknown_type", "TP-469 1.72/1.73/1.75/1.76 (SupportedParamResult)",
+         "leaves value_type and value_change at PARAM_UNKNOWN / VALUE_CHANGE_UNKNOWN, "
+         "as an agent older than USP 1.2 would")
+register("gsdm.event_no_args", "TP-469 1.98/1.72 (SupportedEventResult arg_names)",
+         "reports every event without its arguments (empty arg_names)")
+register("gsdm.merged_unique_key_sets", "TP-469 1.99/1.72/1.75 (SupportedUniqueKeySet)",
+         "reports one unique key set holding every unique key parameter instead of one set "
+         "per unique key")
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,7 @@ def supported_objects(state: AgentState, access: Access, target: Target,
         result = _object_result(state, target.obj)
         member = target.member
         if isinstance(member, ParamDef):
-            _add_param(result, member)
+            _add_param(state, result, member)
         elif isinstance(member, CommandDef):
             _add_command(state, result, member)
         else:
@@ -202,7 +210,7 @@ def _describe(state: AgentState, access: Access, obj: ObjectDef, flags: Flags,
     if detailed and flags.params:
         for param in obj.params.values():
             if access.allows("Param", param.path, "r"):
-                _add_param(result, param)
+                _add_param(state, result, param)
     if detailed and flags.commands:
         for command in obj.commands.values():
             if access.allows("CommandEvent", command.path, "r"):
@@ -212,16 +220,21 @@ def _describe(state: AgentState, access: Access, obj: ObjectDef, flags: Flags,
             if access.allows("CommandEvent", event.path, "r"):
                 _add_event(state, result, event)
     if flags.unique_key_sets and not state.faults.on("gsdm.no_unique_key_sets"):
-        for key in obj.unique_keys:
-            if all(access.allows("Param", obj.path + name, "r") for name in key):
-                result.unique_key_sets.add(key_names=key)
+        keys = [key for key in obj.unique_keys
+                if all(access.allows("Param", obj.path + name, "r") for name in key)]
+        if keys and state.faults.on("gsdm.merged_unique_key_sets"):
+            keys = [tuple(name for key in keys for name in key)]
+        for key in keys:
+            result.unique_key_sets.add(key_names=key)
     return result
 
 
-def _add_param(result: msg_pb2.GetSupportedDMResp.SupportedObjectResult, param: ParamDef) -> None:
-    result.supported_params.add(param_name=param.name, access=param_access_type(param),
-                                value_type=param_value_type(param),
-                                value_change=value_change_type(param))
+def _add_param(state: AgentState, result: msg_pb2.GetSupportedDMResp.SupportedObjectResult,
+               param: ParamDef) -> None:
+    entry = result.supported_params.add(param_name=param.name, access=param_access_type(param))
+    if not state.faults.on("gsdm.param_unknown_type"):  # the fault leaves both at 0 (UNKNOWN)
+        entry.value_type = param_value_type(param)  # type: ignore[assignment]
+        entry.value_change = value_change_type(param)  # type: ignore[assignment]
 
 
 def _arg_names(state: AgentState, owner: str, names: tuple[str, ...]) -> list[str]:
@@ -241,8 +254,9 @@ def _add_command(state: AgentState, result: msg_pb2.GetSupportedDMResp.Supported
 
 def _add_event(state: AgentState, result: msg_pb2.GetSupportedDMResp.SupportedObjectResult,
                event: EventDef) -> None:
+    names = () if state.faults.on("gsdm.event_no_args") else event.arg_names
     result.supported_events.add(event_name=event.name,
-                                arg_names=_arg_names(state, event.path, event.arg_names))
+                                arg_names=_arg_names(state, event.path, names))
 
 
 def handle_get_supported_dm(state: AgentState, ctx: RequestContext) -> Msg:
