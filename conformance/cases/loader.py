@@ -339,7 +339,25 @@ def _check_times(case: Case, where: str) -> None:
             known.add(str(name))
 
 
+def _with_default_alternates(value: Any) -> Any:
+    """``value`` with every whole-string ``{alt.name}`` replaced by that alternate's default,
+    so that a mapping alternate (``input_args: "{alt.async_command_args}"``) can be checked."""
+    from conformance.eut import ALTERNATES
+
+    if isinstance(value, str):
+        m = re.fullmatch(r"\{alt\.([A-Za-z_][A-Za-z0-9_]*)\}", value)
+        alt = ALTERNATES.get(m.group(1)) if m else None
+        return value if alt is None else (dict(alt.default) if isinstance(alt.default, Mapping)
+                                           else str(alt.default))
+    if isinstance(value, Mapping):
+        return {k: _with_default_alternates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_default_alternates(v) for v in value]
+    return value
+
+
 def _check_request(body: Any, loc: str) -> None:
+    body = _with_default_alternates(body)
     if isinstance(body, Mapping) and len(body) == 1:
         (kind, fields), = body.items()
         try:

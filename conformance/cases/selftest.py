@@ -43,7 +43,7 @@ class Row:
 
 async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
                      response_timeout: float = 3.0, jobs: int = 4,
-                     chunk: int = 8) -> list[Row]:
+                     chunk: int = 8, faults: bool = True) -> list[Row]:
     """Run the clean pass and every (case, fault) pair; rows in case order.
 
     Each fault set gets its own agent (and the clean run one agent per ``chunk``
@@ -53,7 +53,7 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
     plan: list[tuple[str | None, list[Case]]] = [
         (None, list(cases[i:i + chunk])) for i in range(0, len(cases), chunk)]
     by_fault: dict[str, list[Case]] = {}
-    for case in cases:
+    for case in cases if faults else ():  # faults=False: the clean runs only
         for fault in case.killed_by:
             by_fault.setdefault(fault, []).append(case)
     plan += list(by_fault.items())

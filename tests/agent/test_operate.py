@@ -196,6 +196,16 @@ def test_fault_respond_when_send_resp_false(sleep):
         "Device.Reboot()"
 
 
+def test_fault_deferred_needs_send_resp(sleep):  # TP-469 1.62, R-OPR.4
+    state = make_state("operate.deferred_needs_send_resp")
+    assert operate(state, "Device.Reboot()", key="test62", send_resp=False) is None
+    drain(state)
+    assert svc(state).reboots == []  # the fault: no restart without a response
+    assert one(operate(state, "Device.Reboot()", key="test61")).HasField("req_output_args")
+    drain(state)
+    assert svc(state).reboots == [("RemoteReboot", "test61")]  # send_resp true is unaffected
+
+
 def test_fault_sync_reports_request_path(sleep):  # TP-469 1.61
     state = make_state("operate.sync_reports_request_path")
     assert one(operate(state, "Device.Reboot()")).WhichOneof("operation_resp") == "req_obj_path"
@@ -422,6 +432,20 @@ def test_fault_ignore_missing_mandatory_arg(sleep):
     assert one(operate(state, "Device.ScheduleTimer()")).req_obj_path
     drain(state)
     assert notes(state).completed  # a Notify the case says must not come
+
+
+def test_fault_oper_complete_after_rejection(sleep):  # TP-469 1.100, R-OPR.5
+    state = make_state("operate.oper_complete_after_rejection")
+    res = one(operate(state, "Device.ScheduleTimer()", key="test100"))
+    assert res.cmd_failure.err_code == 7027  # the response itself stays right
+    assert state.store.instances(requests.REQUEST_TABLE) == []
+    (obj, name, key, outcome), = notes(state).completed  # the Notify 1.100 forbids
+    assert (obj, name, key) == ("Device.", "ScheduleTimer()", "test100")
+    assert outcome["failure"][0] == 7027
+    # a rejected synchronous command has nothing to complete
+    sync = make_state("operate.oper_complete_after_rejection")
+    assert one(operate(sync, "Device.LocalAgent.AddCertificate()")).cmd_failure.err_code == 7027
+    assert notes(sync).completed == []
 
 
 def test_unknown_argument_is_ignored(sleep):  # TP-469 1.91, R-OPR.6

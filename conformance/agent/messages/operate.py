@@ -62,6 +62,12 @@ register("operate.async_no_request_object", "R-OPR.0",
          "runs asynchronous commands without creating a Device.LocalAgent.Request instance")
 register("operate.search_path_first_only", "R-OPR.2",
          "executes the command on the first object a search path matches only")
+register("operate.deferred_needs_send_resp", "TP-469 1.62 / R-OPR.4",
+         "drops a synchronous command's follow-up work (the restart after Reboot()) when "
+         "send_resp is false")
+register("operate.oper_complete_after_rejection", "TP-469 1.100 / R-OPR.5",
+         "sends an OperationComplete (with the 7027 failure) for an asynchronous command "
+         "refused for its input arguments, as if it had been started")
 
 
 def handle_operate(state: AgentState, ctx: RequestContext) -> Msg | None:
@@ -73,7 +79,8 @@ def handle_operate(state: AgentState, ctx: RequestContext) -> Msg | None:
         return messages.error(exc.code, exc.message, msg_id=ctx.msg_id)
     results: list[_Result] = []
     for obj_path, command in targets:
-        result = _operate_one(state, ctx, obj_path, command, op.command_key, dict(op.input_args))
+        result = _operate_one(state, ctx, obj_path, command, op.command_key, dict(op.input_args),
+                              send_resp=op.send_resp)
         if result.HasField("cmd_failure") and state.faults.on("operate.error_on_failed_command"):
             return messages.error(result.cmd_failure.err_code, result.cmd_failure.err_msg,
                                   msg_id=ctx.msg_id)
@@ -113,7 +120,7 @@ def _failure(executed: str, code: int, message: str) -> _Result:
 
 
 def _operate_one(state: AgentState, ctx: RequestContext, obj_path: str, command: CommandDef,
-                 command_key: str, given: dict[str, str]) -> _Result:
+                 command_key: str, given: dict[str, str], *, send_resp: bool = True) -> _Result:
     executed = obj_path + command.name
     if not ctx.access.allows("CommandEvent", executed, "x") and \
             not state.faults.on("operate.ignore_permissions"):
@@ -130,13 +137,19 @@ def _operate_one(state: AgentState, ctx: RequestContext, obj_path: str, command:
             ignore_unknown=not state.faults.on("operate.reject_unknown_arg"),
             apply_defaults=not state.faults.on("operate.optional_arg_required"))
     except ArgumentError as exc:
-        return _failure(executed, errors.INVALID_COMMAND_ARGUMENTS, str(exc))  # R-OPR.5
+        # R-OPR.5: the command stops here; it never ran, so no OperationComplete follows.
+        if command.is_async and state.notifications is not None and \
+                state.faults.on("operate.oper_complete_after_rejection"):
+            state.notifications.operation_complete(
+                obj_path, command.name, command_key,
+                failure=(errors.INVALID_COMMAND_ARGUMENTS, str(exc)))
+        return _failure(executed, errors.INVALID_COMMAND_ARGUMENTS, str(exc))
     inv = Invocation(state, ctx.controller_id, obj_path, command, command_key, checked.args,
                      started_at=state.clock())
     try:
         if command.is_async:
             return _start_async(state, inv, impl)
-        return _run_sync(state, inv, impl)
+        return _run_sync(state, inv, impl, send_resp=send_resp)
     except CommandFailed as exc:
         return _failure(executed, exc.code, exc.message)
     except Exception as exc:  # noqa: BLE001 - a bug fails this command only (R-OPR.1)
@@ -144,7 +157,8 @@ def _operate_one(state: AgentState, ctx: RequestContext, obj_path: str, command:
         return _failure(executed, errors.COMMAND_FAILURE, f"internal error: {type(exc).__name__}")
 
 
-def _run_sync(state: AgentState, inv: Invocation, impl: commands.Implementation) -> _Result:
+def _run_sync(state: AgentState, inv: Invocation, impl: commands.Implementation, *,
+              send_resp: bool = True) -> _Result:
     outputs = impl.run(inv)
     if not isinstance(outputs, dict):
         raise TypeError(f"{inv.command.path} is synchronous but its run() is not")
@@ -155,7 +169,10 @@ def _run_sync(state: AgentState, inv: Invocation, impl: commands.Implementation)
         result.req_output_args.SetInParent()
         for name, value in outputs.items():
             result.req_output_args.output_args[name] = str(value)
-    requests.run_deferred(inv)
+    # The follow-up work runs whether or not an OperateResp is due (R-OPR.4 only spares
+    # the response).
+    if send_resp or not state.faults.on("operate.deferred_needs_send_resp"):
+        requests.run_deferred(inv)
     return result
 
 
