@@ -321,7 +321,7 @@ def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None
     if missing:
         names = ", ".join(f"Feature ID {f}" for f in missing)
         return f"not applicable: the EUT does not support {names}"
-    if case.mtps and opts.mtp.removesuffix("311") not in case.mtps and opts.mtp not in case.mtps:
+    if not case.applies_to(opts.mtp):
         return f"not applicable over {opts.mtp}: the case is about {', '.join(case.mtps)}"
     return None
 

@@ -21,6 +21,8 @@ from conformance.cases.schema import (
     IDENTITIES,
     SECTIONS,
     CONTROLLER_SETTINGS,
+    MTP_TOKENS,
+    REQUIREMENTS,
     STEP_ACTIONS,
     Case,
     CaseSchemaError,
@@ -29,13 +31,17 @@ from conformance.cases.schema import (
 from conformance.usp import messages, schema
 
 CASE_KEYS = ("id", "title", "purpose", "functionality", "requirements", "metrics", "setup",
-             "steps", "cleanup", "mtps", "notes", "killed_by")
+             "steps", "cleanup", "mtps", "requires", "notes", "killed_by")
 REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
 SEND_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "poll")
 NOTIFY_KEYS = ("match", "metrics", "within", "as", "capture", "capture_time", "timing", "respond")
 NO_NOTIFY_KEYS = ("match", "metrics", "for", "as", "ignore_before")
 REBOOT_KEYS = ("triggered", "metrics", "within", "capture_time")
 TIMING_KEYS = ("since", "min", "max", "tolerance", "metrics")
+MTP_KEYS = ("event", "direction", "match", "from", "within", "metrics", "capture", "capture_time",
+            "timing")
+NO_MTP_KEYS = ("event", "direction", "match", "for", "from", "metrics")
+_FROM_WORDS = ("last", "case", "run", "now")
 POLL_KEYS = ("within", "interval", "since")
 EXPECT_KEYS = ("response", "error", "none", "metrics", "received", "within")
 _CASE_ID = re.compile(r"^(?:\d{1,2}\.\d{1,3}|X-[A-Za-z0-9][A-Za-z0-9.-]*)$")
@@ -126,6 +132,13 @@ def load_case(path: Path) -> Case:
                               "of TR-369 ids like R-ADD.1")
     metrics = _metrics(data, where)
     mtps = data.get("mtps") or []
+    if not isinstance(mtps, list) or any(str(m) not in MTP_TOKENS for m in mtps):
+        raise CaseSchemaError(f"{where}:{_line(data, 'mtps')}: mtps is a list of "
+                              f"{', '.join(MTP_TOKENS)}")
+    requires = data.get("requires") or []
+    if not isinstance(requires, list) or any(str(r) not in REQUIREMENTS for r in requires):
+        raise CaseSchemaError(f"{where}:{_line(data, 'requires')}: requires is a list of "
+                              f"{', '.join(REQUIREMENTS)}")
     sections = (SECTIONS.get(case_id.split(".")[0], "") if not case_id.startswith("X-")
                 else f"{case_id.split('-')[1]} (project cases)")
     case = Case(
@@ -136,6 +149,7 @@ def load_case(path: Path) -> Case:
         steps=_steps(data, "steps", where, metrics),
         cleanup=_steps(data, "cleanup", where, metrics),
         path=where, section=sections, mtps=tuple(str(m) for m in mtps),
+        requires=tuple(str(r) for r in requires),
         killed_by=_killed_by(data, where, metrics),
     )
     _check_times(case, where)
@@ -283,6 +297,28 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
                                    or not _number(ignore.get("seconds"))):
             raise CaseSchemaError(f"{loc}: ignore_before needs 'since' (a capture_time name) and "
                                   "'seconds'")
+    elif step.action in ("expect_mtp", "expect_no_mtp"):
+        body = step.body
+        keys = MTP_KEYS if step.action == "expect_mtp" else NO_MTP_KEYS
+        if not isinstance(body, Mapping) or not isinstance(body.get("event"), str):
+            raise CaseSchemaError(f"{loc}: needs 'event' (a timeline event such as mqtt.CONNECT, "
+                                  "stomp.SUBSCRIBE, ws.handshake_request)")
+        _check_keys(body, keys, where, f"{step.action} key")
+        if body.get("direction", "in") not in ("in", "out", "local"):
+            raise CaseSchemaError(f"{loc}: direction is in (from the EUT), out (from the suite) "
+                                  "or local")
+        if step.action == "expect_no_mtp" and not _number(body.get("for")):
+            raise CaseSchemaError(f"{loc}: needs 'for' (seconds to watch)")
+        _compile(body.get("match", {}), loc)
+        _check_metric_refs(body.get("metrics", []), loc, metrics)
+        timing = body.get("timing")
+        if timing is not None:
+            if not isinstance(timing, Mapping) or "since" not in timing or not _number(
+                    timing.get("max")):
+                raise CaseSchemaError(f"{loc}: timing needs 'since' (a capture_time name) and "
+                                      "'max' (seconds), e.g. {since: first, min: 5, max: 10}")
+            _check_keys(timing, TIMING_KEYS, where, "timing key")
+            _check_metric_refs(timing.get("metrics", []), loc, metrics)
     elif step.action == "reboot":
         body = step.body if step.body is not None else {}
         if not isinstance(body, Mapping):
@@ -320,8 +356,12 @@ def _check_times(case: Case, where: str) -> None:
     for step in (*case.setup, *case.steps, *case.cleanup):
         body = step.body if isinstance(step.body, Mapping) else {}
         refs = []
-        if step.action == "expect_notification" and isinstance(body.get("timing"), Mapping):
+        if step.action in ("expect_notification", "expect_mtp") and isinstance(
+                body.get("timing"), Mapping):
             refs.append(body["timing"].get("since"))
+        if step.action in ("expect_mtp", "expect_no_mtp") and body.get("from") is not None \
+                and body["from"] not in _FROM_WORDS:
+            refs.append(body["from"])
         if step.action == "expect_no_notification" and isinstance(body.get("ignore_before"),
                                                                   Mapping):
             refs.append(body["ignore_before"].get("since"))
@@ -413,9 +453,9 @@ def _step_metrics(step: Step) -> list[int]:
         expect = step.options.get("expect") or {}
         return list(expect.get("metrics", [])) + list(expect.get("received", []))
     body = step.body if isinstance(step.body, Mapping) else {}
-    if step.action == "expect_notification":
+    if step.action in ("expect_notification", "expect_mtp"):
         timing = body.get("timing") or {}
         return list(body.get("metrics", [])) + list(timing.get("metrics", []))
-    if step.action in ("expect_no_notification", "reboot"):
+    if step.action in ("expect_no_notification", "expect_no_mtp", "reboot"):
         return list(body.get("metrics", []))
     return []

@@ -28,7 +28,7 @@ from typing import Any
 from conformance.cases.matchers import UnknownVariable, compile_matcher, substitute
 from conformance.cases.schema import Case, Step
 from conformance.controller.controller import Controller, ControllerTimeout, Received
-from conformance.mtp.timeline import Timeline
+from conformance.mtp.timeline import Timeline, TimelineTimeout, UnexpectedEntry
 from conformance.report.model import CaseResult, MetricResult
 from conformance.usp import messages
 from conformance.usp.render import render_msg
@@ -72,6 +72,7 @@ class Environment:
     scenario: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None
     actions: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     mtp: str = ""
+    tls: bool = False            # the run's MTP is protected by TLS
 
 
 class CaseRunner:
@@ -102,15 +103,29 @@ class CaseRunner:
         #: each identity's mark just before its last send (a triggered reboot waits from there)
         self._sent_marks: dict[str, int] = {}
         self._quiet = False
+        #: timeline cursors for ``expect_mtp``: the case's first entry, after the last match
+        self._case_seq = env.timeline.next_seq
+        self._mtp_seq: int | None = None
+
+    def not_applicable(self) -> str | None:
+        """Why this run cannot carry the case (its MTP, TLS, a controller identity), or None."""
+        case, env = self.case, self.env
+        over = f"over {env.mtp} " if env.mtp else ""
+        if env.mtp and not case.applies_to(env.mtp):
+            return f"not applicable over {env.mtp}: the case is about {', '.join(case.mtps)}"
+        if "tls" in case.requires and not env.tls:
+            return f"not applicable: the case needs the MTP over TLS and this run {over}has none"
+        missing = [i for i in case.identities if i not in env.controllers]
+        if missing:  # e.g. a second controller over an MTP where the run has one connection
+            return (f"not applicable in this run: the case acts as the {', '.join(missing)} "
+                    f"controller, which this run {over}does not provide")
+        return None
 
     async def run(self) -> CaseResult:
-        missing = [i for i in self.case.identities if i not in self.env.controllers]
-        if missing:  # e.g. a second controller over an MTP where the run has one connection
+        reason = self.not_applicable()
+        if reason is not None:
             self.result.verdict = "skip"
-            self.result.reason = (f"not applicable in this run: the case acts as the "
-                                  f"{', '.join(missing)} controller, which this run "
-                                  f"{'over ' + self.env.mtp + ' ' if self.env.mtp else ''}"
-                                  "does not provide")
+            self.result.reason = reason
             return self.result
         started = time.monotonic()
         try:
@@ -329,6 +344,90 @@ class CaseRunner:
                    observed=messages.to_mapping(item.msg)["body"]["request"]["notify"],
                    phase=phase)
 
+    async def _do_expect_mtp(self, step: Step, phase: str) -> None:
+        """An MTP-level event on the timeline (a CONNECT, a SUBSCRIBE, a STOMP frame, a
+        WebSocket handshake...) whose decoded form matches (TP-469 sections 6, 7, 11)."""
+        body = step.body
+        kind = str(body["event"])
+        direction = body.get("direction", "in")
+        matcher = compile_matcher(substitute(body.get("match", {}), self.variables))
+        metrics = list(body.get("metrics", []))
+        timing = body.get("timing")
+        timing_metrics = list(timing.get("metrics", [])) if timing else []
+        within = float(body.get("within", self.env.response_timeout))
+        if timing:
+            lo, hi, tol, since = self._window(timing)
+            within = max(0.0, since + hi + tol - time.monotonic())
+        starts = self._mtp_from(body.get("from"))
+
+        def wanted(e: Any) -> bool:
+            return starts(e) and matcher.match(_decoded(e), context={}).ok
+
+        try:
+            entry = await self.env.timeline.expect(kind, within=within, where=wanted,
+                                                   direction=direction)
+        except TimelineTimeout:
+            seen = [_decoded(e) for e in self.env.timeline.filter(kind, direction=direction)
+                    if starts(e)]
+            window = f" (the timing window closed {self._describe_window(timing)})" if timing else ""
+            self._fail(metrics + timing_metrics,
+                       f"no {kind} ({direction}) matching within {within:g}s{window} "
+                       f"({len(seen)} other {kind} seen)", expected=matcher.describe(),
+                       observed=seen[-3:] or "nothing", phase=phase)
+            return
+        self._mtp_seq = entry.seq + 1
+        decoded = _decoded(entry)
+        self.variables.update(matcher.match(decoded, context={}).captures)
+        if body.get("capture_time"):
+            self.times[str(body["capture_time"])] = entry.t
+        self._pass(metrics)
+        self._capture(body.get("capture"), decoded)
+        if timing:
+            lo, hi, tol, since = self._window(timing)
+            elapsed = entry.t - since
+            if not lo - tol <= elapsed <= hi + tol:
+                self._fail(timing_metrics,
+                           f"the {kind} came {elapsed:.2f}s after '{timing['since']}', "
+                           f"outside {self._describe_window(timing)}",
+                           expected=self._describe_window(timing), observed=f"{elapsed:.2f}s",
+                           phase=phase)
+            self._pass(timing_metrics)
+
+    async def _do_expect_no_mtp(self, step: Step, phase: str) -> None:
+        """No matching MTP event during ``for`` seconds (from the step's start, or ``from``)."""
+        body = step.body
+        kind = str(body["event"])
+        direction = body.get("direction", "in")
+        matcher = compile_matcher(substitute(body.get("match", {}), self.variables))
+        metrics = list(body.get("metrics", []))
+        starts = self._mtp_from(body.get("from", "now"))
+        try:
+            await self.env.timeline.expect_none(
+                kind, during=float(body["for"]), direction=direction, since=0.0,
+                where=lambda e: starts(e) and matcher.match(_decoded(e), context={}).ok)
+        except UnexpectedEntry as exc:
+            self._fail(metrics, f"the EUT sent a {kind} although none is due",
+                       expected=f"no {kind} matching {matcher.describe()}",
+                       observed=_decoded(exc.entry), phase=phase)
+        self._pass(metrics)
+
+    def _mtp_from(self, where: Any) -> Callable[[Any], bool]:
+        """Which timeline entries an MTP step looks at: ``run`` (all), ``case`` (this case's),
+        ``now`` (from this step on), ``last`` (after the previous match; the default) or a
+        ``capture_time`` name (at/after that moment)."""
+        if where in (None, "last"):
+            seq = self._mtp_seq if self._mtp_seq is not None else self._case_seq
+        elif where == "case":
+            seq = self._case_seq
+        elif where == "run":
+            seq = 0
+        elif where == "now":
+            seq = self.env.timeline.next_seq
+        else:
+            at = self._time(str(where))
+            return lambda e: e.t >= at
+        return lambda e: e.seq >= seq
+
     async def _do_controller(self, step: Step, phase: str) -> None:
         """Change how a suite controller behaves (restored when the case ends)."""
         ctrl = self._controller(step.identity)
@@ -532,6 +631,11 @@ class CaseRunner:
             except (KeyError, IndexError, TypeError) as exc:
                 raise SuiteError(f"capture {name!r}: {path!r} not found in the answer ({exc})") \
                     from None
+
+
+def _decoded(entry: Any) -> Any:
+    """What an MTP step matches: the entry's decoded form ({} when there is none)."""
+    return entry.decoded if entry.decoded is not None else {}
 
 
 class _Unmet(Exception):

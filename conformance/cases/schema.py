@@ -34,6 +34,13 @@ Steps (each a mapping with exactly one action):
 * ``expect_no_notification``: ``{match: <matcher>, for: seconds, metrics: [...], as: identity,
   ignore_before: {since: time name, seconds: s}}``: no matching Notify arrives during ``for``
   seconds (Notifies before ``since`` + ``seconds`` are ignored, e.g. retries still allowed).
+* ``expect_mtp``: ``{event: mqtt.CONNECT, direction: in, match: <matcher on the decoded
+  event>, from: last|case|run|now|<time name>, within: s, metrics: [...], capture: {...},
+  capture_time: name, timing: {...}}``: an MTP-level event on the timeline (a packet, a
+  frame, a handshake; ``direction`` ``in`` is from the EUT, ``out`` from the suite);
+  ``from`` defaults to after the previous ``expect_mtp`` match (the case start at first).
+* ``expect_no_mtp``: ``{event, direction, match, for: s, from: now|..., metrics}``: no such
+  event during ``for`` seconds.
 * ``reboot``: ``{}``: reboot the EUT as its profile says and wait for it to reconnect;
   ``{triggered: true, metrics: [...], within: s}``: the case's previous send already made the
   EUT reboot (Operate Device.Reboot()); only wait for the reconnect, which proves ``metrics``.
@@ -83,8 +90,14 @@ SECTIONS = {
     "11": "11 MQTT",
 }
 FUNCTIONALITY = ("mandatory", "conditional", "deprecated", "future")
-STEP_ACTIONS = ("send", "expect_notification", "expect_no_notification", "reboot", "wait",
-                "scenario", "python", "controller")
+STEP_ACTIONS = ("send", "expect_notification", "expect_no_notification", "expect_mtp",
+                "expect_no_mtp", "reboot", "wait", "scenario", "python", "controller")
+#: what a case may need from its run (``requires:``): ``tls`` (the MTP runs over TLS)
+REQUIREMENTS = ("tls",)
+#: ``mtps:`` tokens: the run MTPs each one stands for (``mqtt``: either MQTT version)
+MTP_TOKENS = {"mqtt": ("mqtt", "mqtt311"), "mqtt5": ("mqtt",), "mqtt311": ("mqtt311",),
+              "stomp": ("stomp",), "websocket": ("websocket",),
+              "websocket-server": ("websocket-server",), "uds": ("uds",)}
 #: what a ``controller`` step may change on a suite controller (restored when the case ends)
 CONTROLLER_SETTINGS = ("auto_notify_resp",)
 IDENTITIES = ("primary", "secondary", "unknown")
@@ -125,10 +138,15 @@ class Case:
     cleanup: tuple[Step, ...]
     path: str
     section: str
-    mtps: tuple[str, ...] = ()          # MTPs the case is about (empty: any)
+    mtps: tuple[str, ...] = ()          # MTPs the case is about (empty: any; MTP_TOKENS)
+    requires: tuple[str, ...] = ()      # what the run must offer (REQUIREMENTS)
     #: reference-agent faults that must make the case fail, with the metric they break
     killed_by: Mapping[str, int] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def applies_to(self, mtp: str) -> bool:
+        """Whether the case is about the run MTP ``mtp`` (``mtps:`` tokens)."""
+        return not self.mtps or any(mtp in MTP_TOKENS.get(t, (t,)) for t in self.mtps)
 
     @property
     def identities(self) -> tuple[str, ...]:

@@ -551,6 +551,11 @@ class Timeline:
             return
         raise UnexpectedEntry(_describe(kind, direction, mtp, conn_id, base, since), entry)
 
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next recorded entry will get (a cursor: "from now on")."""
+        return self._next_seq
+
     def excerpt(self, around: Entry | float, before: int = 5, after: int = 5) -> list[Entry]:
         """Entries around an entry (it, ``before`` earlier and ``after`` later ones) or
         around a timestamp (``before`` entries earlier than it, ``after`` at/after it)."""
