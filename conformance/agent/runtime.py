@@ -115,6 +115,7 @@ class AgentRuntime:
         self.mtps = build_mtps(store, state.endpoint_id, tls=self.tls, timeline=self.timeline,
                                rng=self.rng)
         for mtp in self.mtps:
+            mtp.faults = state.faults
             mtp.on_record = lambda data, route, m=mtp: self._on_record(m, data, route)
             mtp.on_connected = self._on_connected
             await mtp.start()

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from conformance.agent.faults import FaultSet
 from conformance.mtp.timeline import Timeline
 from conformance.mtp.waiting import StateChanges
 from conformance.usp import records
@@ -115,6 +116,9 @@ class AgentMTP(abc.ABC):
         self.on_disconnected: ConnectedHandler | None = None
         #: Channels established so far (reconnections included).
         self.connection_count = 0
+        #: The agent's named faults (set by the runtime; an MTP asks ``self.faults.on(name)``
+        #: at the one place it deliberately breaks a rule, see conformance/agent/faults.py).
+        self.faults: FaultSet = FaultSet()
         self._changes = StateChanges()
         self._stopping = asyncio.Event()
         self._started = False
