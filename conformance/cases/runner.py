@@ -70,6 +70,11 @@ class Environment:
     #: ``triggered`` it), then wait until it is connected again; raises :class:`EUTNotBack`
     reboot: Callable[..., Awaitable[None]] | None = None
     scenario: Callable[[str, Mapping[str, Any]], Awaitable[None]] | None = None
+    #: put every suite server back on the run's own scenario (after a case scripted one)
+    reset_scenarios: Callable[[], Awaitable[None]] | None = None
+    #: make sure the EUT is up before a case (e.g. after an earlier case rebooted it and
+    #: failed before waiting for the reconnect); raises SuiteError when it does not come back
+    ready: Callable[[], Awaitable[None]] | None = None
     actions: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     mtp: str = ""
     tls: bool = False            # the run's MTP is protected by TLS
@@ -103,6 +108,7 @@ class CaseRunner:
         #: each identity's mark just before its last send (a triggered reboot waits from there)
         self._sent_marks: dict[str, int] = {}
         self._quiet = False
+        self._scripted = False   # a scenario step changed a suite server
         #: timeline cursors for ``expect_mtp``: the case's first entry, after the last match
         self._case_seq = env.timeline.next_seq
         self._mtp_seq: int | None = None
@@ -130,6 +136,8 @@ class CaseRunner:
         started = time.monotonic()
         try:
             try:
+                if self.env.ready is not None:
+                    await self.env.ready()
                 for step in self.case.setup:
                     await self._step(step, phase="setup")
             except (StepFailed, SuiteError, ControllerTimeout) as exc:
@@ -146,6 +154,7 @@ class CaseRunner:
             self._error(f"suite error: {type(exc).__name__}: {exc}")
         finally:
             self._restore_controllers()
+            await self._reset_scenarios()
             await self._cleanup()
             self.result.duration = round(time.monotonic() - started, 3)
             self._finish()
@@ -477,7 +486,18 @@ class CaseRunner:
     async def _do_scenario(self, step: Step, phase: str) -> None:
         if self.env.scenario is None:
             raise SuiteError(f"no scriptable {step.body['mtp']} server in this run")
-        await self.env.scenario(str(step.body["mtp"]), step.body["set"])
+        self._scripted = True
+        await self.env.scenario(str(step.body["mtp"]), substitute(step.body["set"],
+                                                                  self.variables))
+
+    async def _reset_scenarios(self) -> None:
+        """Scenario changes last for the case only (cleanup runs on the run's own)."""
+        if self._scripted and self.env.reset_scenarios is not None:
+            self._scripted = False
+            try:
+                await self.env.reset_scenarios()
+            except Exception as exc:  # reported; the next case may be affected
+                self.result.warnings.append(f"could not reset the suite's servers: {exc}")
 
     async def _do_python(self, step: Step, phase: str) -> None:
         action = self.env.actions.get(str(step.body["action"]))

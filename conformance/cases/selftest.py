@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,13 +50,18 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
     cases); up to ``jobs`` agents run at once, since TP-469's timing cases spend
     most of their time waiting for the EUT.
     """
-    plan: list[tuple[str | None, list[Case]]] = [
-        (None, list(cases[i:i + chunk])) for i in range(0, len(cases), chunk)]
+    # Cases that mostly wait (TP-469's timing procedures) get an agent each; the others
+    # share one per ``chunk``. The longest groups start first, so the run ends sooner.
+    slow = [c for c in cases if waits(c) >= SLOW]
+    quick = [c for c in cases if waits(c) < SLOW]
+    plan: list[tuple[str | None, list[Case]]] = [(None, [c]) for c in slow] + [
+        (None, quick[i:i + chunk]) for i in range(0, len(quick), chunk)]
     by_fault: dict[str, list[Case]] = {}
     for case in cases if faults else ():  # faults=False: the clean runs only
         for fault in case.killed_by:
             by_fault.setdefault(fault, []).append(case)
     plan += list(by_fault.items())
+    plan.sort(key=lambda group: -sum(waits(c) for c in group[1]))
     gate = asyncio.Semaphore(max(1, jobs))
 
     async def run_group(fault: str | None, group: list[Case]) -> list[Row]:
@@ -84,6 +89,28 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
     rows = [row for group in groups for row in group]
     rows.sort(key=lambda r: (order[r.case_id], r.fault or ""))
     return rows
+
+
+#: A case expected to wait this long (seconds) runs on an agent of its own.
+SLOW = 20.0
+
+
+def waits(case: Case) -> float:
+    """Roughly how long a case waits by its own procedure (``for``, timing windows,
+    polls, TP-469 waits): used to plan the selftest, never to judge."""
+    total = 0.0
+    for step in (*case.setup, *case.steps):
+        body = step.body if isinstance(step.body, Mapping) else {}
+        total += float(body.get("for", 0) or 0) + float(body.get("seconds", 0) or 0)
+        if step.action in ("expect_notification", "expect_mtp") and "timing" not in body:
+            total += float(body.get("within", 0) or 0)
+        timing = body.get("timing")
+        if isinstance(timing, Mapping):
+            total += float(timing.get("max", 0) or 0)
+        poll = step.options.get("poll")
+        if isinstance(poll, Mapping):
+            total += float(poll.get("within", 0) or 0)
+    return total
 
 
 def _expected(case: Case, fault: str | None) -> str:

@@ -994,3 +994,70 @@ def test_engine_survives_hostile_subscription_values(ref, ttl, settings_, recipi
     finally:
         log.removeHandler(errors)
     assert errors.records == []
+
+
+# --- OnBoardingComplete / OnBoardingRestartTime faults (TP-469 1.101-1.103; R-NOT.5) -------
+
+
+def _answered_on_board_request(env: Env, restart_time: str) -> str:
+    """Send an OnBoardRequest to the first controller and answer it (NotifyResp at T0)."""
+    ctrl = env.ctrls[0]
+    env.store.set(ctrl + "OnBoardingRestartTime", restart_time)
+    env.engine.on_board_request(ctrl)
+    assert env.engine.notify_resp(C1, env.flush()[0][1].header.msg_id)
+    return ctrl
+
+
+def test_on_board_request_clears_onboarding_complete_unless_faulty():  # TP-469 1.101
+    for faults, expected in (((), "false"), (("notify.onboard_complete_not_cleared",), "true")):
+        env = Env(*faults)
+        env.engine.on_board_request(env.ctrls[0])
+        assert env.store.get(env.ctrls[0] + "OnBoardingComplete") == expected
+        assert only(env.flush()).WhichOneof("notification") == "on_board_req"  # still sent
+
+
+def test_onboard_no_restart_fault():  # TP-469 1.102 metric 2
+    env = Env()
+    _answered_on_board_request(env, "60")
+    assert env.engine.next_deadline() == T0 + 60
+    env = Env("notify.onboard_no_restart")
+    _answered_on_board_request(env, "60")
+    assert env.engine.next_deadline() is None and env.advance(200) == []
+
+
+def test_onboard_restart_stops_once_onboarding_completes():  # TP-469 1.102 metric 3
+    env = Env()
+    ctrl = _answered_on_board_request(env, "60")
+    env.advance(10)
+    env.store.set(ctrl + "OnBoardingComplete", "true")
+    assert env.advance(200) == []
+
+
+def test_onboard_restart_when_zero_fault():  # TP-469 1.103 metric 2
+    from conformance.agent.notify.engine import ONBOARD_DEFAULT_RESTART
+
+    env = Env()
+    _answered_on_board_request(env, "0")
+    assert env.advance(ONBOARD_DEFAULT_RESTART + 30) == []
+    env = Env("notify.onboard_restart_when_zero")
+    _answered_on_board_request(env, "0")
+    again = env.advance(ONBOARD_DEFAULT_RESTART + 1)
+    assert [t for t, _, _ in again] == [T0 + ONBOARD_DEFAULT_RESTART]
+    assert notify_of(again[0][2]).WhichOneof("notification") == "on_board_req"
+    env = Env("notify.onboard_restart_when_zero")  # a set restart time is still honoured
+    _answered_on_board_request(env, "45")
+    assert [t for t, _, _ in env.advance(46)] == [T0 + 45]
+
+
+def test_send_on_board_request_command_through_agent_core():  # TP-469 1.60, 1.101
+    env = Env()
+    env.state.notifications = env.engine
+    core = AgentCore(env.state)
+    ctrl = env.ctrls[0]
+    op = messages.request("operate", {"command": ctrl + "SendOnBoardRequest()",
+                                      "command_key": "k", "send_resp": False}, msg_id="op-1")
+    rec = records.no_session_record(op, to_id=AGENT, from_id=C1, version="1.4")
+    assert core.handle_record(records.serialize(rec), now=env.mono) == []  # send_resp false
+    assert env.store.get(ctrl + "OnBoardingComplete") == "false"  # R-NOT.5 (1)
+    n = only(env.flush())
+    assert n.subscription_id == "" and n.send_resp is True  # R-NOT.7, R-NOT.6

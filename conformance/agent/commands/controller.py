@@ -3,8 +3,9 @@ obsoleted ScheduleTimer() (TR-181 LocalAgent; TP-469 1.60, 1.101, 9.9, 9.1).
 
 SendOnBoardRequest() is synchronous: the agent answers and asks the
 notification engine to send an OnBoardRequest Notify to that Controller
-(R-NOT.5). Where the model defines ``OnBoardingComplete`` it becomes
-``false`` until the Controller sets it (TP-469 1.101).
+(R-NOT.5). The engine also sets that Controller's ``OnBoardingComplete`` to
+``false`` where the model defines it, until the Controller sets it back
+(TP-469 1.101), and repeats the request per ``OnBoardingRestartTime``.
 
 ``Controller.{i}.ScheduleTimer()`` (obsoleted in Device:2.14 by
 ``Device.ScheduleTimer()``, still in the shipped model) answers at once and
@@ -34,10 +35,8 @@ def send_on_board_request(inv: Invocation) -> Outputs:
     notes = inv.notifications
     if notes is None:
         raise CommandFailed(errors.COMMAND_FAILURE, "this agent runs without notifications")
-    if inv.store.param_def(inv.obj_path + "OnBoardingComplete") is not None:
-        inv.store.set(inv.obj_path + "OnBoardingComplete", "false")
     if not inv.fault("onboard.not_sent"):
-        notes.on_board_request(inv.obj_path)
+        notes.on_board_request(inv.obj_path)  # clears OnBoardingComplete too (R-NOT.5)
     return {}
 
 

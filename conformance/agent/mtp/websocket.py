@@ -27,8 +27,11 @@ value quoted (R-WS.11a, as deployed agents do).
 
 On every new session the Agent sends the WebSocketConnect Record first
 (R-MTP.6, TP-469 7.10). Records go in binary messages, unfragmented
-(R-WS.14, R-WS.14a); a received message that is not a USP Record closes the
-connection with 1003 (R-WS.16).
+(R-WS.14, R-WS.14a); fragmented ones are accepted (R-WS.14b); a received
+message that is not a USP Record closes the connection with 1003 (R-WS.16).
+
+The ``ws.*`` faults registered here break one of these rules each (TP-469
+7.1 .. 7.12); ``self.faults`` is asked where the rule is applied.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from conformance.agent.mtp.backoff import Backoff, WebSocketRetry
+from conformance.agent.faults import register
+from conformance.agent.mtp.backoff import Backoff, RetryPolicy, WebSocketRetry
 from conformance.agent.mtp.base import (
     AgentMTP,
     ControllerRoute,
@@ -54,7 +58,7 @@ from conformance.agent.mtp.base import (
 from conformance.mtp.timeline import Timeline
 from conformance.mtp.transport import Connection, Server, open_connection
 from conformance.mtp.websocket.connection import Role
-from conformance.mtp.websocket.events import Message
+from conformance.mtp.websocket.events import CloseReceived, Event, Message, Pong
 from conformance.mtp.websocket.extensions import (
     BBF_USP_EXTENSION,
     Extension,
@@ -75,6 +79,7 @@ from conformance.mtp.websocket.handshake import (
 from conformance.mtp.websocket.peer import (
     WSPeer,
     WSScenario,
+    abort_connection,
     read_handshake,
     request_summary,
     response_summary,
@@ -84,11 +89,70 @@ from conformance.mtp.websocket.peer import (
 __all__ = ["WSController", "WSServerConfig", "WSSession", "WebSocketMTP"]
 
 _log = logging.getLogger(__name__)
-_NORMAL = WSScenario()  # the Agent never deviates on purpose
+_NORMAL = WSScenario()  # the Agent never deviates on purpose...
+_NO_PONGS = WSScenario(withhold_pongs=True)  # ...unless a fault says so
 
 
 def _scenario() -> WSScenario:
     return _NORMAL
+
+
+def _no_pongs() -> WSScenario:
+    return _NO_PONGS
+
+
+# Named faults (selftest: each makes a TP-469 section 7 case fail on one metric).
+register("ws.no_eid_query", "R-WS.10b / TP-469 7.1, 7.9",
+         "leaves the eid= query pair out of the upgrade request target")
+register("ws.duplicate_sessions", "R-WS.4 / TP-469 7.2",
+         "its WebSocket server accepts a second session from a Controller that has one open")
+register("ws.no_close_reply", "R-WS.8 / TP-469 7.4",
+         "answers the Controller's Close frame by dropping TCP, without a Close of its own")
+register("ws.bad_record_wrong_close_code", "R-WS.16 / TP-469 7.6",
+         "closes with status 1002 instead of 1003 when a message is not a USP Record")
+register("ws.no_pong", "R-WS.17 / TP-469 7.7",
+         "never answers a Ping with a Pong")
+register("ws.close_on_unsolicited_pong", "R-WS.13 (RFC 6455 5.5.3) / TP-469 7.7",
+         "closes the session (1002) when a Pong arrives that answers none of its Pings")
+register("ws.retry_immediately", "R-WS.19 / TP-469 7.8",
+         "reconnects at once after losing a session (no SessionRetryMinimumWaitInterval wait "
+         "before retry #1)")
+register("ws.retry_fixed_interval", "R-WS.19 / TP-469 7.8",
+         "waits exactly SessionRetryMinimumWaitInterval before every retry, ignoring "
+         "SessionRetryIntervalMultiplier and the retry count")
+register("ws.connect_record_no_to_id", "R-MTP.6 / TP-469 7.10",
+         "sends its WebSocketConnect Record with an empty to_id instead of the Controller's "
+         "Endpoint ID")
+register("ws.require_extension", "R-WS.11b / TP-469 7.11",
+         "treats a 101 answer without the bbf-usp-protocol extension as a failed handshake")
+register("ws.no_defragmentation", "R-WS.14b / TP-469 7.12",
+         "takes the first frame of a fragmented message as the whole USP Record")
+
+
+@dataclass(frozen=True)
+class _FixedRetry:
+    """``ws.retry_fixed_interval``: every retry waits the minimum wait interval."""
+
+    wait: float
+
+    def bounds(self, retry: int) -> tuple[float, float]:
+        return self.wait, self.wait
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return self.wait
+
+
+@dataclass(frozen=True)
+class _ImmediateFirstRetry:
+    """``ws.retry_immediately``: retry #1 after a lost session without any wait."""
+
+    policy: WebSocketRetry
+
+    def bounds(self, retry: int) -> tuple[float, float]:
+        return (0.0, 0.0) if retry == 1 else self.policy.bounds(retry)
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return 0.0 if retry == 1 else self.policy.delay(retry, rng)
 
 
 @dataclass(frozen=True)
@@ -229,8 +293,9 @@ class WebSocketMTP(AgentMTP):
                              "peer_endpoint_ids": peer.conn.peer_endpoint_ids})
         try:
             try:  # R-MTP.6: the WebSocketConnect Record on every new session
-                await peer.send_record(self._connect_record(eid))
-                peer.record("ws.connect_record", direction="out", decoded={"to_id": eid})
+                to_id = "" if self.faults.on("ws.connect_record_no_to_id") else eid
+                await peer.send_record(self._connect_record(to_id))
+                peer.record("ws.connect_record", direction="out", decoded={"to_id": to_id})
                 self._notify_connected()
             except ConnectionError:
                 pass
@@ -241,12 +306,35 @@ class WebSocketMTP(AgentMTP):
             self._notify_disconnected()
 
     def _on_message(self, peer: WSPeer, msg: Message, received_at: float) -> None:
-        if not self.decodable(msg.data):  # R-WS.16
+        data = msg.data  # R-WS.14b: the codec put the fragments together
+        if len(msg.fragments) > 1 and self.faults.on("ws.no_defragmentation"):
+            data = msg.fragments[0]
+        if not self.decodable(data):  # R-WS.16
             peer.record("ws.dropped", direction="local",
-                        decoded={"reason": "not a USP Record", "len": len(msg.data)})
-            self._spawn(peer.close(1003, "cannot extract the USP Record", wait=self.close_timeout))
+                        decoded={"reason": "not a USP Record", "len": len(data)})
+            code = 1002 if self.faults.on("ws.bad_record_wrong_close_code") else 1003
+            self._spawn(peer.close(code, "cannot extract the USP Record", wait=self.close_timeout))
             return
-        self._deliver(msg.data, Route(self.name, peer.conn_id, None, peer.remote_eid))
+        self._deliver(data, Route(self.name, peer.conn_id, None, peer.remote_eid))
+
+    def _peer(self, conn: Connection, role: Role, eid: str,
+              keep_alive: float | None) -> WSPeer:
+        """The pump of one session, with the faults that act on received frames."""
+        no_pongs = self.faults.on("ws.no_pong")
+        peer = WSPeer(conn, role, scenario=_no_pongs if no_pongs else _scenario,
+                      on_message=self._on_message, on_event=self._on_event, remote_eid=eid,
+                      ping_interval=keep_alive, close_timeout=self.close_timeout)
+        if self.faults.on("ws.no_close_reply"):
+            peer.ws.auto_close_reply = False
+        return peer
+
+    def _on_event(self, peer: WSPeer, event: Event) -> None:
+        """Faults only: the normal handling of every event is the peer's own."""
+        if isinstance(event, CloseReceived) and self.faults.on("ws.no_close_reply"):
+            abort_connection(peer.conn)
+        elif (isinstance(event, Pong) and not event.solicited
+              and self.faults.on("ws.close_on_unsolicited_pong") and peer.is_open):
+            self._spawn(peer.close(1002, "unexpected Pong", wait=self.close_timeout))
 
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.ensure_future(coro)
@@ -258,8 +346,16 @@ class WebSocketMTP(AgentMTP):
 
     # ------------------------------------------------------------------ client role
 
+    def _retry_policy(self, retry: WebSocketRetry) -> RetryPolicy:
+        """R-WS.19's back-off, or the fault that breaks it."""
+        if self.faults.on("ws.retry_fixed_interval"):
+            return _FixedRetry(retry.minimum_wait_interval)
+        if self.faults.on("ws.retry_immediately"):
+            return _ImmediateFirstRetry(retry)
+        return retry
+
     async def _client_loop(self, route: WSController) -> None:
-        backoff = Backoff(route.retry, self.rng)
+        backoff = Backoff(self._retry_policy(route.retry), self.rng)
         first = True
         while not self.stopping:
             if not first and not await self._retry_wait(backoff, controller=route.endpoint_id):
@@ -309,8 +405,11 @@ class WebSocketMTP(AgentMTP):
         extensions: list[Extension] | None = None
         if self.offer_extension:
             extensions = [(BBF_USP_EXTENSION, {"eid": self.endpoint_id})]
+        target = build_target(path, self.endpoint_id, query)
+        if self.faults.on("ws.no_eid_query"):
+            target = path + (f"?{query}" if query else "")
         handshake = ClientHandshake(
-            _host_header(host, port), build_target(path, self.endpoint_id, query),
+            _host_header(host, port), target,
             key_random=os.urandom(16), subprotocols=(USP_SUBPROTOCOL,), extensions=extensions)
         try:
             request = handshake.data_to_send()
@@ -329,6 +428,10 @@ class WebSocketMTP(AgentMTP):
             if not result.established:  # R-WS.12 and RFC 6455 4.1
                 status = result.response.status if result.response else None
                 raise ConnectionError(f"{route.address}: handshake refused (status {status})")
+            answered = result.response.extensions if result.response is not None else []
+            if self.faults.on("ws.require_extension") and not any(
+                    name == BBF_USP_EXTENSION for name, _ in answered):
+                raise ConnectionError(f"{route.address}: no bbf-usp-protocol in the answer")
         except BaseException:
             await conn.close()
             conn.record("conn.close", direction="out")
@@ -337,9 +440,7 @@ class WebSocketMTP(AgentMTP):
             conn.record("ws.note", direction="local",
                         decoded={"configured": route.endpoint_id, "announced": result.server_eid},
                         note="the Controller announced another Endpoint ID")
-        peer = WSPeer(conn, Role.CLIENT, scenario=_scenario, on_message=self._on_message,
-                      remote_eid=route.endpoint_id, ping_interval=route.keep_alive_interval,
-                      close_timeout=self.close_timeout)
+        peer = self._peer(conn, Role.CLIENT, route.endpoint_id, route.keep_alive_interval)
         return peer, result.trailing
 
     # ------------------------------------------------------------------ server role
@@ -368,9 +469,7 @@ class WebSocketMTP(AgentMTP):
         if eid is None:
             return
         assert self.server_config is not None
-        peer = WSPeer(conn, Role.SERVER, scenario=_scenario, on_message=self._on_message,
-                      remote_eid=eid, ping_interval=self.server_config.keep_alive_interval,
-                      close_timeout=self.close_timeout)
+        peer = self._peer(conn, Role.SERVER, eid, self.server_config.keep_alive_interval)
         await self._run_session(peer, eid, "server", result.trailing)
 
     def _answer(self, conn: Connection, result: ServerHandshakeResult) -> tuple[bytes, str | None]:
@@ -384,7 +483,8 @@ class WebSocketMTP(AgentMTP):
         eid = request.endpoint_id
         if not eid:  # R-WS.10b: nothing identifies the Controller
             return build_rejection(400, "Bad Request"), None
-        if self.stopping or self._busy(eid):  # R-WS.4
+        busy = self._busy(eid) and not self.faults.on("ws.duplicate_sessions")
+        if self.stopping or busy:  # R-WS.4
             conn.record("ws.duplicate_session", direction="in", decoded={"eid": eid},
                         note="refused: a session with this Endpoint ID exists (R-WS.4)")
             return build_rejection(409, "Conflict"), None

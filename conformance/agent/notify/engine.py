@@ -90,6 +90,8 @@ _SUBSCRIPTION_ROW = re.compile(r"Device\.LocalAgent\.Subscription\.[1-9][0-9]*\.
 #: Queue items handled by one flush at most (TriggerAction loops cannot spin forever).
 MAX_FLUSH_ITEMS = 1000
 BOOT_EVENT = ("Device.", "Boot!")
+#: The restart interval the ``notify.onboard_restart_when_zero`` fault uses for 0 (seconds).
+ONBOARD_DEFAULT_RESTART = 30
 PERIODIC_EVENT = ("Device.LocalAgent.", "Periodic!")
 
 for _name, _req, _text in (
@@ -117,6 +119,12 @@ for _name, _req, _text in (
      "sends OnBoardRequest with send_resp false and never retries it"),
     ("notify.onboard_subscription_id", "TP-469 1.60 (R-NOT.7)",
      "sends OnBoardRequest with a non-empty subscription_id"),
+    ("notify.onboard_complete_not_cleared", "TP-469 1.101 (R-NOT.5)",
+     "leaves OnBoardingComplete unchanged when it sends an OnBoardRequest"),
+    ("notify.onboard_no_restart", "TP-469 1.102 (R-NOT.5, TR-181 OnBoardingRestartTime)",
+     "never repeats an OnBoardRequest while OnBoardingComplete stays false"),
+    ("notify.onboard_restart_when_zero", "TP-469 1.103 (R-NOT.5, TR-181 OnBoardingRestartTime)",
+     f"treats OnBoardingRestartTime 0 as {ONBOARD_DEFAULT_RESTART} s and repeats the request"),
     ("notify.opcomplete_wrong_command_key", "TP-469 1.64, 1.65",
      "sends OperationComplete with an empty command_key"),
     ("notify.keeps_orphan_subscriptions", "TP-469 1.78 (TR-181 Recipient)",
@@ -414,10 +422,11 @@ class NotificationEngine:
         if ctrl is None or not ctrl.enable or not ctrl.endpoint_id:
             _log.info("no OnBoardRequest: %s is not an enabled Controller", controller_path)
             return
-        if ctrl.onboarding_complete is not None:  # R-NOT.5 (1)
+        faults = self.state.faults
+        if ctrl.onboarding_complete is not None \
+                and not faults.on("notify.onboard_complete_not_cleared"):  # R-NOT.5 (1)
             self.store.set(ctrl.path + "OnBoardingComplete", "false")
         self._onboard_due.pop(ctrl.path, None)
-        faults = self.state.faults
         send_resp = not faults.on("notify.onboard_no_send_resp")  # R-NOT.6
         oui, product_class, serial = build.device_identity(self.store)
         notify = build.on_board_request(
@@ -438,12 +447,23 @@ class NotificationEngine:
             return False
         del self._pending[msg_id]
         if pending.onboard:
-            ctrl = model.read_controller(self.store, pending.controller_path)
-            if ctrl is not None and ctrl.onboarding_complete is False \
-                    and ctrl.onboarding_restart_time > 0:
-                at = self.state.monotonic() if now is None else now
-                self._onboard_due[ctrl.path] = at + ctrl.onboarding_restart_time
+            self._plan_onboard_restart(pending.controller_path, now)
         return True
+
+    def _plan_onboard_restart(self, controller_path: str, now: float | None) -> None:
+        """OnBoardingRestartTime: the next OnBoardRequest while OnBoardingComplete stays
+        false, counted from the NotifyResp (R-NOT.5); 0 means no restart."""
+        faults = self.state.faults
+        ctrl = model.read_controller(self.store, controller_path)
+        if ctrl is None or ctrl.onboarding_complete is not False \
+                or faults.on("notify.onboard_no_restart"):
+            return
+        delay = ctrl.onboarding_restart_time
+        if delay == 0 and faults.on("notify.onboard_restart_when_zero"):
+            delay = ONBOARD_DEFAULT_RESTART
+        if delay > 0:
+            at = self.state.monotonic() if now is None else now
+            self._onboard_due[ctrl.path] = at + delay
 
     # --- time -----------------------------------------------------------------------------
 

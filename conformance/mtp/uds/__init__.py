@@ -4,6 +4,9 @@
 * :mod:`.codec`    - ``UDSDecoder`` (streaming) and the encoders
 * :mod:`.validate` - per-frame checks returning ``Violation``s
 * :mod:`.session`  - Handshake/receive state machine (``UDSConnection``)
+* :mod:`.script`   - frames and TLVs described in case files (scenario fields)
+
+The suite's endpoints over sockets are in :mod:`.peer` and :mod:`.server`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ handshake deadline (no polling), and records everything on the timeline:
 * ``uds.ignored``    TLVs ignored per R-UDS.15/19/20
 * ``uds.closed``     who closed the connection and why
 * ``uds.scenario``   every deviation taken because of a :class:`UDSScenario`
+  (``frame_before_record``, ``tlvs_before_record``, ``early_record``,
+  ``write_chunk``, ``keep_open_after_error``, ``malformed_handshake``, ...)
 
 The endpoint that owns the peer (``UDSServer`` / ``UDSClient`` in
 :mod:`conformance.mtp.uds.server`) implements :class:`PeerOwner`.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from conformance.mtp.binding import InboundRecord
@@ -32,6 +34,9 @@ from conformance.mtp.uds.codec import (
     decode_frame,
     encode_error,
     encode_handshake,
+    encode_raw_frame,
+    encode_record,
+    encode_tlv,
 )
 from conformance.mtp.uds.frames import (
     HEADER_SIZE,
@@ -39,6 +44,12 @@ from conformance.mtp.uds.frames import (
     TLVType,
     UDSDecodeError,
     UDSFrame,
+)
+from conformance.mtp.uds.script import (
+    FrameSpecError,
+    frame_bytes,
+    frames_bytes,
+    tlv_bytes,
 )
 from conformance.mtp.uds.session import (
     Action,
@@ -53,13 +64,16 @@ from conformance.mtp.uds.session import (
 )
 from conformance.mtp.uds.validate import is_usp_record, validate_frame
 
-__all__ = ["MTP", "PeerOwner", "UDSPeer", "UDSScenario", "describe_frame", "describe_tlv"]
+__all__ = ["MTP", "PeerOwner", "UDSPeer", "UDSScenario", "describe_frame", "describe_tlv",
+           "scenario_fields"]
 
 MTP = "uds"
 #: Bytes asked for per socket read.
 READ_SIZE = 64 * 1024
 #: Longest Handshake/Error text kept in a timeline summary.
 _TEXT_LIMIT = 500
+#: msg_id of the Get the ``early_record`` scenario sends before our Handshake.
+EARLY_RECORD_MSG_ID = "uds-early-record"
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,11 @@ class UDSScenario:
     """Deviations the suite endpoint applies to connections (set at any time).
 
     Fields are read when the moment comes (connect, our Handshake, handshake
-    completion, each outgoing Record), so a new scenario affects the next
-    such moment.  Every deviation taken is recorded as ``uds.scenario``.
+    completion, each outgoing Record, each write), so a new scenario affects
+    the next such moment.  Every deviation taken is recorded as ``uds.scenario``.
+    Fields holding wire data also take the YAML-friendly frame and TLV specs
+    of :mod:`conformance.mtp.uds.script` (converted here, FrameSpecError if
+    bad); other bad values are a ValueError.
     """
 
     #: Never send our Handshake (the peer client should give up, R-UDS.18).
@@ -85,6 +102,78 @@ class UDSScenario:
     close_after_handshake: bool = False
     #: Seconds to wait before each outgoing USP Record frame.
     record_delay: float = 0.0
+    #: Frames written just before each outgoing USP Record frame (unknown TLVs,
+    #: R-UDS.15; a repeated Handshake, R-UDS.19; unparseable frames, R-UDS.24).
+    frames_before_record: tuple[bytes, ...] = ()
+    #: Encoded TLVs put in front of the Record TLV inside each outgoing Record frame.
+    tlvs_before_record: tuple[bytes, ...] = ()
+    #: Server role: send a NoSessionContext Record holding a Get to the client
+    #: after its Handshake and before ours (the client must ignore it, R-UDS.20).
+    early_record: bool = False
+    #: Close the connection when the peer sends an Error TLV (R-UDS.25); False
+    #: keeps it open so that the peer's own termination can be observed (R-UDS.23/24).
+    close_on_error: bool = True
+    #: Write every outgoing frame in pieces of at most this many octets (0: whole),
+    #: pausing :attr:`chunk_pause` seconds between pieces (stream reassembly, R-UDS.4).
+    write_chunk: int = 0
+    chunk_pause: float = 0.02
+    #: Server: close the next N accepted connections at once, before any Handshake
+    #: (counted down as they come; the peer client retries, R-UDS.5).
+    drop_connections: int = 0
+    #: Server: False stops listening and removes the socket file (open connections
+    #: are closed); True listens again (``uds.listening`` on the timeline, R-UDS.5).
+    listening: bool = True
+
+    def __post_init__(self) -> None:
+        if self.handshake_frame is not None:
+            _set(self, "handshake_frame", frame_bytes(self.handshake_frame))
+        _set(self, "frames_before_record", frames_bytes(self.frames_before_record))
+        _set(self, "tlvs_before_record",
+             tuple(tlv_bytes(t) for t in _items(self.tlvs_before_record, "tlvs_before_record")))
+        for name in ("handshake_delay", "record_delay", "chunk_pause"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        for name in ("write_chunk", "drop_connections"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
+        for name in ("withhold_handshake", "close_after_handshake", "early_record",
+                     "close_on_error", "listening"):
+            if not isinstance(getattr(self, name), bool):  # one error type: ValueError
+                raise ValueError(  # noqa: TRY004
+                    f"{name} must be true or false, not {getattr(self, name)!r}")
+        for name in ("error_on_connect", "error_after_handshake"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be text or null, not {value!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able form (wire data as hex) for the timeline."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bytes):
+                value = value[:256].hex()
+            elif isinstance(value, tuple):
+                value = [v[:256].hex() for v in value]
+            out[f.name] = value
+        return out
+
+
+def _set(scenario: UDSScenario, name: str, value: Any) -> None:
+    object.__setattr__(scenario, name, value)  # normalising a frozen dataclass
+
+
+def _items(value: Any, name: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes, bytearray)) or not isinstance(value, (list, tuple)):
+        raise FrameSpecError(f"{name} must be a list, not {type(value).__name__}")
+    return tuple(value)
+
+
+def scenario_fields() -> tuple[str, ...]:
+    """Names a scenario step may set on the UDS server."""
+    return tuple(f.name for f in fields(UDSScenario))
 
 
 class PeerOwner(Protocol):
@@ -186,13 +275,43 @@ class UDSPeer:
         if self.close_info is not None:
             raise ConnectionError(f"{self.conn_id} is closed")
         actions = self.machine.send_record(record)
-        delay = self.owner.scenario.record_delay
+        scenario = self.owner.scenario
+        delay = scenario.record_delay
         if delay > 0:
             self._scenario("record_delay", seconds=delay)
             await asyncio.sleep(delay)
             if self.close_info is not None:
                 raise ConnectionError(f"{self.conn_id} closed during the record delay")
-        await self._apply(actions)
+        for n, frame in enumerate(scenario.frames_before_record):
+            self._scenario("frame_before_record", frame_hex=frame[:256].hex())
+            if not await self._scripted_write(frame, first=n == 0):
+                return
+        first = not scenario.frames_before_record
+        if scenario.tlvs_before_record:
+            self._scenario("tlvs_before_record", count=len(scenario.tlvs_before_record))
+            payload = b"".join(scenario.tlvs_before_record) + encode_tlv(TLVType.USP_RECORD, record)
+            await self._scripted_write(encode_raw_frame(payload), first=first)
+            return
+        if first:
+            await self._apply(actions)
+            return
+        for action in actions:  # the Send of the Record frame
+            if isinstance(action, Send):
+                await self._scripted_write(action.data, first=False)
+
+    async def _scripted_write(self, data: bytes, *, first: bool) -> bool:
+        """Write part of a scripted send; once something was written, a peer that closed
+        meanwhile (e.g. on the frame the scenario put first) only loses the rest, recorded
+        as ``record_lost``: what the peer did is for the case to judge. False if lost."""
+        if first:
+            await self._write(data)
+            return True
+        try:
+            await self._write(data)
+        except (ConnectionError, OSError) as exc:
+            self._scenario("record_lost", reason=str(exc)[:200] or type(exc).__name__)
+            return False
+        return True
 
     async def send_error(self, message: str) -> None:
         """Send an Error TLV now, leaving the connection open (scenario action)."""
@@ -303,6 +422,10 @@ class UDSPeer:
             if isinstance(action, Send):
                 await self._send_from_machine(action.data, delayed=delayed)
             elif isinstance(action, Close):
+                if action.rule == "R-UDS.25" and not self.owner.scenario.close_on_error:
+                    # the peer's Error is not answered by a close: watch what the peer does
+                    self._scenario("keep_open_after_error")
+                    continue
                 await self._close_local(action.reason, action.rule)
             elif isinstance(action, HandshakeDone):
                 await self._on_handshake_done(action.peer_endpoint_id)
@@ -320,6 +443,8 @@ class UDSPeer:
     async def _send_from_machine(self, data: bytes, *, delayed: bool) -> None:
         if data == self._our_handshake:
             scenario = self.owner.scenario
+            if scenario.early_record and self.role is UDSRole.SERVER:
+                await self._send_early_record()
             if scenario.withhold_handshake:
                 self._scenario("withhold_handshake")
                 return
@@ -330,6 +455,17 @@ class UDSPeer:
                 self._scenario("malformed_handshake", frame_hex=scenario.handshake_frame[:256].hex())
                 data = scenario.handshake_frame
         await self._write(data)
+
+    async def _send_early_record(self) -> None:
+        """A Get in a NoSessionContext Record before our Handshake (R-UDS.20 at the peer)."""
+        from conformance.usp import messages, records
+
+        msg = messages.request("get", {"param_paths": ["Device.LocalAgent.EndpointID"]},
+                               msg_id=EARLY_RECORD_MSG_ID)
+        rec = records.no_session_record(msg, to_id=self.peer_endpoint_id or "",
+                                        from_id=self.owner.endpoint_id)
+        self._scenario("early_record", msg_id=EARLY_RECORD_MSG_ID)
+        await self._write(encode_record(records.serialize(rec)))
 
     async def _on_handshake_done(self, peer_id: str) -> None:
         self.conn.record("uds.handshake_done", direction="local",
@@ -364,7 +500,20 @@ class UDSPeer:
                 if tlv["name"] == "ERROR":
                     self.conn.record("uds.error", direction="out", decoded={"message": tlv["text"]},
                                      note="suite sent Error TLV")
-            await self.conn.write(data)
+            chunk, pause = self.owner.scenario.write_chunk, self.owner.scenario.chunk_pause
+            if chunk <= 0 or len(data) <= chunk:
+                await self.conn.write(data)
+                return
+            self._scenario("write_chunk", octets=chunk, pieces=-(-len(data) // chunk))
+            await self.conn.write(data[:chunk])
+            for start in range(chunk, len(data), chunk):
+                await asyncio.sleep(pause)  # separate reads at the peer
+                try:
+                    await self.conn.write(data[start:start + chunk])
+                except (ConnectionError, OSError) as exc:  # the peer gave up on a part-frame
+                    self._scenario("write_chunk_aborted", at=start,
+                                   reason=str(exc)[:200] or type(exc).__name__)
+                    return
 
     def _scenario(self, action: str, **details: Any) -> None:
         decoded = {"action": action, **{k: v for k, v in details.items() if v is not None}}

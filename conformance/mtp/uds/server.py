@@ -8,8 +8,14 @@
   handshaken peer go to the sink, ``send(data, to_id=...)`` frames a Record
   for the connection whose Handshake carried ``to_id``.
 
-Sockets come from :mod:`conformance.mtp.transport`; timeline kinds are listed
-in :mod:`conformance.mtp.uds.peer`.
+Cases script both through :meth:`UDSEndpoint.set_scenario` (``field=value``
+changes of :class:`~.peer.UDSScenario`); the server also acts on
+``drop_connections`` (an accept filter) and ``listening`` (the socket goes
+away and comes back, recorded as ``uds.listening``). Every change is recorded
+as ``uds.scenario_set``.
+
+Sockets come from :mod:`conformance.mtp.transport`; the other timeline kinds
+are listed in :mod:`conformance.mtp.uds.peer`.
 """
 
 from __future__ import annotations
@@ -19,15 +25,16 @@ import contextlib
 import os
 import ssl
 import stat
-from typing import Self
+from dataclasses import replace
+from typing import Any, Self
 
 from conformance.mtp import transport
 from conformance.mtp.binding import Binding, BindingClosed, InboundRecord
 from conformance.mtp.timeline import Timeline
-from conformance.mtp.waiting import StateChanges
 from conformance.mtp.uds.codec import DEFAULT_MAX_FRAME_SIZE
-from conformance.mtp.uds.peer import MTP, UDSPeer, UDSScenario
+from conformance.mtp.uds.peer import MTP, UDSPeer, UDSScenario, scenario_fields
 from conformance.mtp.uds.session import HANDSHAKE_TIMEOUT, UDSRole
+from conformance.mtp.waiting import StateChanges
 
 __all__ = ["UDSBinding", "UDSClient", "UDSEndpoint", "UDSServer"]
 
@@ -60,9 +67,30 @@ class UDSEndpoint:
         self.binding = UDSBinding(self)
         self._changes = StateChanges()
 
-    def set_scenario(self, scenario: UDSScenario | None) -> None:
-        """Deviations for the next connections/frames (None: behave normally)."""
-        self.scenario = scenario or UDSScenario()
+    def set_scenario(self, scenario: UDSScenario | None = None, **changes: Any) -> UDSScenario:
+        """Deviations for the next connections/frames; returns the new scenario.
+
+        ``set_scenario(UDSScenario(...))`` replaces it, ``set_scenario(None)``
+        goes back to normal behaviour, ``set_scenario(field=value, ...)``
+        changes fields of the current one (the case engine's ``scenario``
+        step). Raises ValueError for an unknown field or a bad value.
+        """
+        unknown = sorted(set(changes) - set(scenario_fields()))
+        if unknown:
+            raise ValueError(f"unknown UDS scenario field(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(scenario_fields())}")
+        if scenario is None and not changes:
+            new = UDSScenario()
+        else:
+            try:
+                new = replace(scenario or self.scenario, **changes)
+            except TypeError as exc:  # a value the dataclass cannot take
+                raise ValueError(f"bad UDS scenario value: {exc}") from None
+        self.scenario = new
+        if self.timeline is not None:
+            self.timeline.record("uds.scenario_set", direction="local", mtp=MTP,
+                                 decoded=new.to_json(), note="scenario set")
+        return new
 
     async def wait_for_peer(self, endpoint_id: str | None = None, timeout: float = 10.0) -> UDSPeer:
         """The open connection whose Handshake named ``endpoint_id`` (any if None),
@@ -115,13 +143,57 @@ class UDSServer(UDSEndpoint):
                          scenario=scenario, max_frame_size=max_frame_size,
                          ssl_context=ssl_context)
         self._server: transport.Server | None = None
+        #: Applies ``listening`` changes in order (set_scenario is synchronous).
+        self._listening_task: asyncio.Task[None] | None = None
 
     async def start(self) -> Self:
         """Bind and listen on :attr:`path` (R-UDS.2); a stale socket file is replaced."""
-        self._server = transport.Server(MTP, self._handle, timeline=self.timeline,
-                                        ssl_context=self.ssl_context)
-        await self._server.start_unix(self.path)
+        server = transport.Server(MTP, self._handle, timeline=self.timeline,
+                                  ssl_context=self.ssl_context, accept_filter=self._accept)
+        await server.start_unix(self.path)
+        self._server = server
         return self
+
+    @property
+    def listening(self) -> bool:
+        """Whether the socket is there and accepting connections."""
+        return self._server is not None
+
+    def set_scenario(self, scenario: UDSScenario | None = None, **changes: Any) -> UDSScenario:
+        before = self.scenario.listening
+        new = super().set_scenario(scenario, **changes)
+        if new.listening != before:
+            previous = self._listening_task
+            self._listening_task = asyncio.get_running_loop().create_task(
+                self._switch_listening(new.listening, previous))
+        return new
+
+    async def _switch_listening(self, listen: bool, previous: asyncio.Task[None] | None) -> None:
+        """Remove the socket (closing its connections) or listen on it again."""
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous
+        if listen and self._server is None:
+            await self.start()
+        elif not listen and self._server is not None:
+            await self.close_peers("scenario: the socket goes away")
+            await self._stop_listening()
+        if self.timeline is not None:
+            self.timeline.record("uds.listening", direction="local", mtp=MTP,
+                                 decoded={"listening": self.listening, "path": self.path},
+                                 note="socket back" if self.listening else "socket removed")
+
+    def _accept(self, conn_id: str, peer: str) -> bool:
+        """Accept filter: the ``drop_connections`` scenario closes the next N connections."""
+        left = self.scenario.drop_connections
+        if left <= 0:
+            return True
+        self.scenario = replace(self.scenario, drop_connections=left - 1)
+        if self.timeline is not None:
+            self.timeline.record("uds.scenario", direction="local", mtp=MTP, conn_id=conn_id,
+                                 decoded={"action": "drop_connection", "left": left - 1},
+                                 note="scenario: drop_connection")
+        return False
 
     async def _handle(self, conn: transport.Connection) -> None:
         peer = UDSPeer(conn, UDSRole.SERVER, self)
@@ -130,7 +202,14 @@ class UDSServer(UDSEndpoint):
 
     async def close(self) -> None:
         """Close all connections, stop listening and remove the socket file (idempotent)."""
+        if self._listening_task is not None:
+            with contextlib.suppress(Exception):
+                await self._listening_task
+            self._listening_task = None
         await self.close_peers()
+        await self._stop_listening()
+
+    async def _stop_listening(self) -> None:
         if self._server is not None:
             await self._server.close()
             self._server = None

@@ -8,9 +8,11 @@ message (``ws.message``), rule breaches found in the EUT's traffic
 actions (``ws.scenario``) and the end of the connection (``ws.closed``).
 Complete binary messages go to an ``on_message`` callback (R-WS.14); the
 server and client modules turn them into USP Records for the Controller.
+Every received event can also be watched through ``on_event``.
 
 Also here, because both roles share them: :class:`WSScenario` (what the
-suite does on purpose, set by tests or the case engine at any time),
+suite does on purpose, set by tests or the case engine at any time, with
+:func:`apply_scenario` / :func:`perform_action` for its one-off actions),
 :class:`FrameSplitter` (a pure, never-raising splitter that finds frame
 boundaries in raw bytes so each frame is recorded with its exact wire
 bytes) and the head / frame summaries written into the timeline.
@@ -19,7 +21,8 @@ Timeline kinds written by the WebSocket MTP (``mtp="websocket"``):
 ``ws.attempt``, ``ws.handshake_request``, ``ws.handshake_response``,
 ``ws.handshake_incomplete``, ``ws.open``, ``ws.agent``,
 ``ws.duplicate_session``, ``ws.frame``, ``ws.message``, ``ws.violation``,
-``ws.pong_missed``, ``ws.scenario``, ``ws.sink_error`` and ``ws.closed``.
+``ws.pong_missed``, ``ws.scenario``, ``ws.sink_error``, ``ws.closed`` and
+(client) ``ws.second_session``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from conformance.mtp.binding import Binding, InboundRecord
@@ -69,15 +72,18 @@ from .handshake import (
 
 __all__ = [
     "MTP",
+    "ONE_OFF_ACTIONS",
     "FrameSplitter",
     "Handshake",
     "Piece",
     "WSPeer",
     "WSScenario",
     "abort_connection",
+    "apply_scenario",
     "check_keepalive",
     "deliver",
     "frame_summary",
+    "perform_action",
     "read_handshake",
     "request_summary",
     "response_summary",
@@ -94,6 +100,7 @@ READ_SIZE = 65536
 _SHOWN_PAYLOAD = 125
 
 OnMessage = Callable[["WSPeer", Message, float], None]
+OnEvent = Callable[["WSPeer", Event], None]
 Handshake = ClientHandshake | ServerHandshake
 HandshakeResult = ClientHandshakeResult | ServerHandshakeResult
 
@@ -131,9 +138,31 @@ class WSScenario:
     * ``send_text`` -- send USP Records in text frames instead of binary
       (R-WS.14, R-WS.16; TP-469 7.6).
 
-    One-off actions on an open connection are :class:`WSPeer` methods:
-    ``close(code)`` (any code, TP-469 7.4), ``abort()`` (TCP dropped, 7.8),
-    ``ping()`` / ``pong()`` (7.7) and ``send_frame()`` (malformed frames).
+    Connection (client only):
+
+    * ``redial`` -- when the agent ends the session (a Close, TCP dropped),
+      open a new one at once, so that the Controller stays reachable after a
+      case in which the agent closes on purpose (TP-469 7.2, 7.6).
+
+    One-off actions (:data:`ONE_OFF_ACTIONS`): setting one of these through
+    ``set_scenario`` performs it once on the agent's open connection; the
+    stored scenario keeps them at their defaults (a case script can name
+    them in a ``scenario`` step, TP-469 section 7):
+
+    * ``send_ping`` -- send a Ping with this text as payload (7.7).
+    * ``send_pong`` -- send an unsolicited Pong with this text as payload (7.7).
+    * ``send_close`` -- send a Close with this status code and wait for the
+      end of the connection (7.4).
+    * ``send_payload_hex`` -- send these bytes (hex) as one binary message,
+      e.g. something that is not a USP Record (R-WS.16; 7.6).
+    * ``second_session`` -- client only: open a second session to the agent
+      with the same Endpoint ID, send a Get over it if it is accepted, and
+      watch this many seconds whether the agent ends one of the two (R-WS.4;
+      7.2); the outcome is recorded as ``ws.second_session``.
+
+    The same actions are :class:`WSPeer` methods for tests: ``close(code)``
+    (any code), ``abort()`` (TCP dropped, 7.8), ``ping()`` / ``pong()`` and
+    ``send_frame()`` (malformed frames).
     """
 
     reject_status: int | None = None
@@ -147,12 +176,89 @@ class WSScenario:
     withhold_pongs: bool = False
     fragment_size: int | None = None
     send_text: bool = False
+    redial: bool = False
+    send_ping: str | None = None
+    send_pong: str | None = None
+    send_close: int | None = None
+    send_payload_hex: str | None = None
+    second_session: float | None = None
 
     def __post_init__(self) -> None:
         if self.fragment_size is not None and self.fragment_size < 1:
             raise ValueError("fragment_size must be positive")
         if self.reject_status is not None and not 100 <= self.reject_status <= 999:
             raise ValueError(f"reject_status {self.reject_status} is not an HTTP status")
+        for name in ("send_ping", "send_pong"):
+            text = getattr(self, name)
+            if text is not None and (not isinstance(text, str) or len(text.encode()) > 125):
+                raise ValueError(f"{name} is a text of at most 125 bytes (a control payload)")
+        code = self.send_close
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                                 or not 0 <= code <= 0xFFFF):
+            raise ValueError(f"send_close {code!r} is not a 16-bit status code")
+        if self.send_payload_hex is not None:
+            try:
+                bytes.fromhex(str(self.send_payload_hex))
+            except ValueError:
+                raise ValueError(f"send_payload_hex {self.send_payload_hex!r} is not hex") from None
+        watch = self.second_session
+        if watch is not None and (isinstance(watch, bool) or not isinstance(watch, (int, float))
+                                  or not watch > 0):
+            raise ValueError("second_session is the number of seconds to watch (> 0)")
+
+    def actions(self) -> dict[str, Any]:
+        """The one-off actions this scenario asks for (fields not at their default)."""
+        return {name: getattr(self, name) for name in ONE_OFF_ACTIONS
+                if getattr(self, name) is not None}
+
+
+#: Scenario fields that are performed once when set, never stored (see :class:`WSScenario`).
+ONE_OFF_ACTIONS = ("send_ping", "send_pong", "send_close", "send_payload_hex", "second_session")
+
+
+def apply_scenario(current: WSScenario, scenario: WSScenario | None,
+                   changes: dict[str, Any]) -> tuple[WSScenario, dict[str, Any]]:
+    """The scenario to store after ``set_scenario(scenario, **changes)`` and the one-off
+    actions to perform (in the order given); ValueError for a bad field or value."""
+    unknown = sorted(set(changes) - set(WSScenario.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown WebSocket scenario field(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(WSScenario.__dataclass_fields__)}")
+    try:
+        new = replace(scenario or current, **changes)
+    except TypeError as exc:  # e.g. a text where a number belongs
+        raise ValueError(f"bad WebSocket scenario value: {exc}") from None
+    wanted = new.actions()
+    order = [k for k in changes if k in wanted] + [k for k in wanted if k not in changes]
+    cleared: dict[str, Any] = dict.fromkeys(wanted)
+    return replace(new, **cleared), {k: wanted[k] for k in order}
+
+
+async def perform_action(peer: WSPeer | None, name: str, value: Any, *,
+                         close_wait: float = 5.0) -> None:
+    """Do one peer-level one-off action on ``peer`` (the agent's open connection); an
+    action that cannot be done is recorded as ``ws.scenario`` with an ``error``."""
+    if peer is None or not peer.is_open:
+        if peer is not None:
+            peer.scenario_action(name, error="no open connection")
+        return
+    try:
+        if name == "send_ping":
+            peer.scenario_action("send_ping", payload=value)
+            await peer.ping(str(value).encode())
+        elif name == "send_pong":
+            await peer.pong(str(value).encode())
+        elif name == "send_close":
+            peer.scenario_action("send_close", code=value)
+            await peer.close(int(value), wait=close_wait)
+        elif name == "send_payload_hex":
+            data = bytes.fromhex(str(value))
+            peer.scenario_action("send_payload", len=len(data), payload_hex=data[:64].hex())
+            await peer.send_record(data)
+        else:
+            peer.scenario_action(name, error="not an action of this side")
+    except ConnectionError as exc:
+        peer.scenario_action(name, error=str(exc)[:200])
 
 
 # --------------------------------------------------------------------------- frame splitting
@@ -319,6 +425,7 @@ def request_summary(req: HandshakeRequest | None) -> dict[str, Any]:
         target=req.target,
         path=req.path,
         eid=req.endpoint_id,
+        query_eid=req.query_eid,
         subprotocols=req.subprotocols,
         extensions=[[name, dict(params)] for name, params in req.extensions],
     )
@@ -418,6 +525,7 @@ class WSPeer:
         *,
         scenario: Callable[[], WSScenario],
         on_message: OnMessage | None = None,
+        on_event: OnEvent | None = None,
         remote_eid: str | None = None,
         close_on_violation: bool = True,
         ping_interval: float | None = None,
@@ -432,6 +540,9 @@ class WSPeer:
                                random_bytes=random_bytes)
         self._scenario = scenario
         self.on_message = on_message
+        #: Called with every event of the received bytes, after the peer handled it
+        #: (the reference Agent's faults hook in here).
+        self.on_event = on_event
         self.remote_eid = remote_eid
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout if pong_timeout is not None else ping_interval
@@ -537,6 +648,8 @@ class WSPeer:
                 violations.append(event)
             elif isinstance(event, ConnectionClosed):
                 self.clean = event.clean
+            if self.on_event is not None:
+                self.on_event(self, event)
         if violations:
             self.record("ws.violation", direction="in", decoded=violations_summary(violations))
 

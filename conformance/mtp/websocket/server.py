@@ -15,8 +15,10 @@ Scenario hooks (:class:`~.peer.WSScenario`) cover TP-469 section 7:
 rejecting or refusing connections (every attempt is counted and
 timestamped in :attr:`WSServer.connection_attempts` for the R-WS.19 back-off
 checks of 7.8), altering the subprotocol or extension in the answer (7.5,
-7.11), withholding pongs, fragmenting (7.12) and text frames (7.6); closing
-with a code (7.4) and dropping TCP (7.8) are methods.
+7.11), withholding pongs, fragmenting (7.12) and text frames (7.6), and the
+one-off actions a case script sets (a Ping or unsolicited Pong, 7.7; a Close
+with a code, 7.4; a payload that is no USP Record, 7.6) on the agent's open
+connection; closing with a code (7.4) and dropping TCP (7.8) are also methods.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ import http
 import os
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Self
 
 from conformance.mtp.binding import Binding, BindingClosed
-from conformance.mtp.timeline import Timeline
 from conformance.mtp.scenario import ServerHost
-from conformance.mtp.waiting import StateChanges
+from conformance.mtp.timeline import Timeline
 from conformance.mtp.transport import Connection, Server
+from conformance.mtp.waiting import StateChanges
 from conformance.usp.records import RecordDecodeError, parse_record
 
 from .connection import Role
@@ -52,8 +54,10 @@ from .peer import (
     MTP,
     WSPeer,
     WSScenario,
+    apply_scenario,
     check_keepalive,
     deliver,
+    perform_action,
     read_handshake,
     request_summary,
     response_summary,
@@ -133,6 +137,7 @@ class WSServer(ServerHost):
                               accept_filter=self._accept)
         self._attempts_by_conn: dict[str, ConnectionAttempt] = {}
         self._changes = StateChanges()
+        self._action_tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -145,6 +150,8 @@ class WSServer(ServerHost):
 
     async def close(self, code: int | None = 1001) -> None:
         """Close every connection (with a Close ``code`` first unless None) and stop listening."""
+        for task in list(self._action_tasks):
+            task.cancel()
         if code is not None:
             open_peers = [p for p in self.peers.values() if p.is_open]
             await asyncio.gather(*(p.close(code, wait=1.0) for p in open_peers), return_exceptions=True)
@@ -158,9 +165,25 @@ class WSServer(ServerHost):
         await self.close()
 
     def set_scenario(self, scenario: WSScenario | None = None, **changes: Any) -> WSScenario:
-        """Replace the scenario (or change some fields of the current one); returns it."""
-        self.scenario = replace(scenario or self.scenario, **changes)
+        """Replace the scenario (or change some fields of the current one); returns it.
+
+        One-off actions (``send_ping``, ``send_close``...) are started on the
+        newest open agent connection and not stored; they need a running loop.
+        """
+        self.scenario, actions = apply_scenario(self.scenario, scenario, changes)
+        for name, value in actions.items():
+            self._spawn(perform_action(self._live_agent(None), name, value,
+                                       close_wait=self.close_timeout + 3.0))
         return self.scenario
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:
+            coro.close()
+            raise RuntimeError("one-off scenario actions need a running event loop") from None
+        self._action_tasks.add(task)
+        task.add_done_callback(self._action_tasks.discard)
 
     # --- lookups and waits --------------------------------------------------
 

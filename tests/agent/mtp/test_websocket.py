@@ -7,6 +7,7 @@ TP-469 7.1 .. 7.4, 7.6 .. 7.10.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conformance.agent.faults import REGISTRY, FaultSet
 from conformance.agent.mtp import ControllerRoute, MTPNotConnected, NoRoute
 from conformance.agent.mtp.backoff import WebSocketRetry
 from conformance.agent.mtp.websocket import WebSocketMTP, WSController, WSServerConfig
@@ -49,16 +51,19 @@ class ClientRig:
 
 
 @asynccontextmanager
-async def client_rig(*, tls: bool = False, keep_alive: float | None = None
-                     ) -> AsyncIterator[ClientRig]:
+async def client_rig(*, tls: bool = False, keep_alive: float | None = None,
+                     faults: tuple[str, ...] = (), retry: WebSocketRetry = FAST,
+                     scenario: WSScenario | None = None) -> AsyncIterator[ClientRig]:
     """The agent as WebSocket client of the suite's server (R-WS.5)."""
     tl, atl = Timeline(), Timeline()
     pair = mutual_tls() if tls else None
-    server = await WSServer(CTRL, timeline=tl, ssl_context=pair.server if pair else None).start()
+    server = await WSServer(CTRL, timeline=tl, ssl_context=pair.server if pair else None,
+                            scenario=scenario).start()
     sink = Sink()
     server.binding.set_sink(sink)
-    agent = WebSocketMTP(AGENT, controllers=[WSController(CTRL, server.url, keep_alive, FAST)],
+    agent = WebSocketMTP(AGENT, controllers=[WSController(CTRL, server.url, keep_alive, retry)],
                          client_ssl_context=pair.client if pair else None, timeline=atl)
+    agent.faults = FaultSet(faults)
     echo = Echo(agent)
     try:
         await agent.start()
@@ -69,13 +74,14 @@ async def client_rig(*, tls: bool = False, keep_alive: float | None = None
 
 
 @asynccontextmanager
-async def server_agent(*, tls: bool = False, **config: Any
+async def server_agent(*, tls: bool = False, faults: tuple[str, ...] = (), **config: Any
                        ) -> AsyncIterator[tuple[WebSocketMTP, Timeline, Any]]:
     """The agent as WebSocket server (R-WS.6)."""
     atl = Timeline()
     pair = mutual_tls(AGENT, CTRL) if tls else None
     agent = WebSocketMTP(AGENT, server=WSServerConfig(**config),
                          server_ssl_context=pair.server if pair else None, timeline=atl)
+    agent.faults = FaultSet(faults)
     Echo(agent)
     await agent.start()
     try:
@@ -280,3 +286,217 @@ def test_send_errors_and_bad_configuration() -> None:
     asyncio.run(main())
     with pytest.raises(ValueError):
         WebSocketMTP(AGENT, controllers=[ControllerRoute(CTRL, "http://x/usp")])
+
+
+# --------------------------------------------------------------------------- faults (TP-469 7.x)
+#
+# Each named fault breaks one rule, and only when it is on; the clean agent's side of
+# every rule is covered by the tests above.
+
+WS_FAULTS = ("ws.no_eid_query", "ws.duplicate_sessions", "ws.no_close_reply",
+             "ws.bad_record_wrong_close_code", "ws.no_pong", "ws.close_on_unsolicited_pong",
+             "ws.retry_immediately", "ws.retry_fixed_interval", "ws.connect_record_no_to_id",
+             "ws.require_extension", "ws.no_defragmentation")
+
+
+def test_faults_are_registered_with_their_requirement() -> None:
+    assert {n for n in REGISTRY if n.startswith("ws.")} == set(WS_FAULTS)
+    for name in WS_FAULTS:
+        fault = REGISTRY[name]
+        assert fault.requirement.startswith("R-") and "TP-469 7." in fault.requirement
+        assert fault.description
+
+
+def test_fault_no_eid_query() -> None:
+    """R-WS.10b / TP-469 7.1: the fault leaves ?eid= out; the session still opens
+    (the deprecated extension eid names the agent)."""
+    async def main() -> None:
+        async with client_rig(faults=("ws.no_eid_query",)) as r:
+            await r.sink.next("websocket_connect")
+            request = (await r.tl.expect("ws.handshake_request", within=STEP)).decoded
+            assert request["query_eid"] is None and request["target"] == "/usp"
+            assert request["eid"] == AGENT  # from the extension
+            violations = r.tl.filter("ws.violation")
+            assert any(v["rule"] == "R-WS.10b" for e in violations
+                       for v in e.decoded["violations"])
+    asyncio.run(main())
+
+
+def test_fault_duplicate_sessions() -> None:
+    """R-WS.4 / TP-469 7.2: with the fault a second session of the same Controller is
+    accepted (no 409)."""
+    async def main() -> None:
+        async with server_agent(faults=("ws.duplicate_sessions",)) as (agent, atl, _):
+            first = WSClient("127.0.0.1", agent.port, "/usp", eid=CTRL)
+            second = WSClient("127.0.0.1", agent.port, "/usp", eid=CTRL)
+            await first.connect()
+            try:
+                await second.connect()
+                assert first.is_open and second.is_open
+                assert atl.filter("ws.duplicate_session") == []
+            finally:
+                await second.close()
+                await first.close()
+    asyncio.run(main())
+
+
+def test_fault_no_close_reply() -> None:
+    """R-WS.8 / TP-469 7.4: the clean agent echoes the Close; the faulty one drops TCP."""
+    async def closing(faults: tuple[str, ...]) -> tuple[list[Any], bool]:
+        async with client_rig(faults=faults) as r:
+            await r.sink.next("websocket_connect")
+            peer = await r.server.wait_for_agent(AGENT, STEP)
+            clean = await r.server.close_agent(AGENT, 1000, wait=STEP)
+            closes = [e.decoded for e in r.tl.filter("ws.frame", direction="in")
+                      if e.conn_id == peer.conn_id and e.decoded["type"] == "close"]
+            await r.sink.next("websocket_connect")  # it reconnects either way
+            return closes, clean
+
+    async def main() -> None:
+        closes, clean = await closing(())
+        assert clean and [c["code"] for c in closes] == [1000]
+        closes, clean = await closing(("ws.no_close_reply",))
+        assert not clean and closes == []
+    asyncio.run(main())
+
+
+def test_fault_bad_record_wrong_close_code() -> None:
+    """R-WS.16 / TP-469 7.6: the fault closes with 1002 instead of 1003."""
+    async def main() -> None:
+        async with server_agent(faults=("ws.bad_record_wrong_close_code",)) as (agent, atl, _):
+            client = WSClient("127.0.0.1", agent.port, "/usp", eid=CTRL)
+            await client.connect()
+            await client.binding.send(b"\x0a\x03\x31\x2e\x34\x12", to_id=AGENT)
+            assert client.peer is not None
+            await client.peer.wait_closed(STEP)
+            received = client.peer.ws.close_received
+            assert received is not None and received.code == 1002
+            assert atl.filter("ws.dropped")
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", [None, "ws.no_pong"])
+def test_fault_no_pong(fault: str | None) -> None:
+    """R-WS.17 / TP-469 7.7 metric 1: Pings answered, unless the fault withholds Pongs."""
+    async def main() -> None:
+        async with client_rig(faults=(fault,) if fault else ()) as r:
+            await r.sink.next("websocket_connect")
+            peer = await r.server.wait_for_agent(AGENT, STEP)
+            answered = await peer.ping(b"tp469-7.7", timeout=0.5 if fault else STEP)
+            assert answered is (fault is None)
+            assert peer.is_open
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", [None, "ws.close_on_unsolicited_pong"])
+def test_fault_close_on_unsolicited_pong(fault: str | None) -> None:
+    """RFC 6455 5.5.3 / TP-469 7.7 metric 2: an unsolicited Pong is ignored, unless the
+    fault closes the session with 1002."""
+    async def main() -> None:
+        async with server_agent(faults=(fault,) if fault else ()) as (agent, _atl, _):
+            client = WSClient("127.0.0.1", agent.port, "/usp", eid=CTRL)
+            sink = Sink()
+            client.binding.set_sink(sink)
+            await client.connect()
+            try:
+                await sink.next("websocket_connect")
+                assert client.peer is not None
+                await client.peer.pong(b"unsolicited")
+                if fault:
+                    await client.peer.wait_closed(STEP)
+                    received = client.peer.ws.close_received
+                    assert received is not None and received.code == 1002
+                else:
+                    await client.binding.send(get_record(), to_id=AGENT)
+                    await sink.next("no_session_context")  # still answering
+                    assert client.is_open
+            finally:
+                await client.close()
+    asyncio.run(main())
+
+
+def test_retry_fault_policies() -> None:
+    """R-WS.19 broken on purpose: retry #1 without a wait, or every wait = m."""
+    from conformance.agent.mtp.websocket import _FixedRetry, _ImmediateFirstRetry
+
+    rng = random.Random(7)
+    normal = WebSocketRetry(1.0, 2000)
+    immediate = _ImmediateFirstRetry(normal)
+    assert immediate.bounds(1) == (0.0, 0.0) and immediate.delay(1, rng) == 0.0
+    assert immediate.bounds(2) == normal.bounds(2) == (2.0, 4.0)
+    assert 2.0 <= immediate.delay(2, rng) <= 4.0
+    fixed = _FixedRetry(1.0)
+    assert [fixed.delay(n, rng) for n in (1, 2, 10)] == [1.0, 1.0, 1.0]
+    assert fixed.bounds(3) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("fault,first,second", [
+    ("ws.retry_immediately", (0.0, 0.0), (0.2, 0.4)),
+    ("ws.retry_fixed_interval", (0.1, 0.1), (0.1, 0.1)),
+])
+def test_fault_retry_waits(fault: str, first: tuple[float, float],
+                           second: tuple[float, float]) -> None:
+    """TP-469 7.8: the agent's recorded retry waits follow the faulty policy."""
+    async def main() -> None:
+        async with client_rig(faults=(fault,)) as r:
+            await r.sink.next("websocket_connect")
+            r.server.set_scenario(refuse_connections=True)
+            await r.server.abort_agent(AGENT)
+            await r.atl.expect("ws.retry", within=STEP, where=lambda e: e.decoded["retry"] == 2)
+            r.server.set_scenario(refuse_connections=False)
+            await r.sink.next("websocket_connect")
+            waits = [e.decoded for e in r.atl.filter("ws.retry")]
+            assert [w["retry"] for w in waits] == [1, 2]
+            assert waits[0]["bounds"] == list(first) and waits[1]["bounds"] == list(second)
+            assert first[0] <= waits[0]["delay"] <= first[1]
+    asyncio.run(main())
+
+
+def test_fault_connect_record_no_to_id() -> None:
+    """R-MTP.6 / TP-469 7.10: the fault's WebSocketConnect Record has an empty to_id."""
+    async def main() -> None:
+        async with client_rig(faults=("ws.connect_record_no_to_id",)) as r:
+            _, rec = await r.sink.next("websocket_connect")
+            assert (rec.from_id, rec.to_id) == (AGENT, "")
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", [None, "ws.require_extension"])
+def test_fault_require_extension(fault: str | None) -> None:
+    """R-WS.11b / TP-469 7.11: an answer without bbf-usp-protocol opens the session,
+    unless the fault counts it as a failed handshake."""
+    async def main() -> None:
+        async with client_rig(faults=(fault,) if fault else (),
+                              scenario=WSScenario(omit_extension=True)) as r:
+            if fault is None:
+                await r.sink.next("websocket_connect")
+                assert r.agent.connected
+                return
+            failed = await r.atl.expect("ws.state", within=STEP,
+                                        where=lambda e: e.decoded["state"] == "connect_failed")
+            assert "bbf-usp-protocol" in failed.decoded["error"]
+            assert not r.agent.connected
+            r.server.set_scenario(omit_extension=False)
+            await r.sink.next("websocket_connect")
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("fault", [None, "ws.no_defragmentation"])
+def test_fault_no_defragmentation(fault: str | None) -> None:
+    """R-WS.14b / TP-469 7.12: a Record in 16-byte frames is answered, unless the fault
+    takes the first frame for the Record (then R-WS.16: Close 1003)."""
+    async def main() -> None:
+        async with client_rig(faults=(fault,) if fault else (),
+                              scenario=WSScenario(fragment_size=16)) as r:
+            await r.sink.next("websocket_connect")
+            peer = await r.server.wait_for_agent(AGENT, STEP)
+            await r.server.binding.send(get_record(), to_id=AGENT)
+            if fault is None:
+                answer, _ = await r.sink.next("no_session_context")
+                assert answer.data == get_record()
+                return
+            await peer.wait_closed(STEP)
+            received = peer.ws.close_received
+            assert received is not None and received.code == 1003
+            assert r.echo.routes == []
+    asyncio.run(main())

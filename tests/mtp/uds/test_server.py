@@ -733,3 +733,192 @@ def test_random_bytes_never_crash_the_server(sock_path: str, data: bytes, handsh
                 assert frames and frames[-1].errors
         assert not tl.filter("conn.handler_error")
     run(main)
+
+
+# --- scenario fields the UDS cases script (testcases/uds) --------------------------------
+
+def test_set_scenario_takes_field_changes_and_frame_specs(sock_path: str):
+    """The engine's ``scenario`` step calls set_scenario(field=value); YAML frame specs
+    become bytes; a bad field or value is a ValueError; every change is recorded."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl) as server:
+            new = server.set_scenario(withhold_handshake=True,
+                                      handshake_frame={"tlvs": [{"type": 1, "hex": "ff"}]},
+                                      frames_before_record=["00", {"tlvs": []}],
+                                      tlvs_before_record=[{"type": 200, "fill": 2}])
+            assert new is server.scenario and new.withhold_handshake
+            assert new.handshake_frame == encode_frame([TLV(1, b"\xff")])
+            assert new.frames_before_record == (b"\x00", b"_USP\x00\x00\x00\x00")
+            assert new.tlvs_before_record == (encode_tlv(200, b"\x00\x00"),)
+            server.set_scenario(record_delay=0.5)  # other fields are kept
+            assert server.scenario.withhold_handshake and server.scenario.record_delay == 0.5
+            server.set_scenario(UDSScenario(close_after_handshake=True), record_delay=1)
+            assert server.scenario == UDSScenario(close_after_handshake=True, record_delay=1)
+            server.set_scenario(None)
+            assert server.scenario == UDSScenario()
+            for bad in ({"nonsense": 1}, {"write_chunk": -1}, {"listening": "yes"},
+                        {"handshake_delay": "x"}, {"error_after_handshake": 5},
+                        {"frames_before_record": "00"}, {"tlvs_before_record": [{"type": 999}]}):
+                with pytest.raises(ValueError):
+                    server.set_scenario(**bad)
+            assert server.scenario == UDSScenario()
+            sets = tl.filter("uds.scenario_set")
+            assert len(sets) == 4
+            assert sets[0].decoded["handshake_frame"] == encode_frame([TLV(1, b"\xff")]).hex()
+            json.dumps([e.decoded for e in sets])
+    run(main)
+
+
+def test_frames_and_tlvs_before_record(sock_path: str):
+    """Scripted frames go before the Record frame; scripted TLVs in front of its Record TLV."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl) as server:
+            raw = await RawPeer.connect(sock_path)
+            await raw.handshake()
+            await server.wait_for_peer(AGENT, STEP)
+            server.set_scenario(frames_before_record=[{"tlvs": [{"type": 200, "text": "x"}]}],
+                                tlvs_before_record=[{"type": 201, "hex": "01"}])
+            await server.binding.send(record(AGENT, CTRL), to_id=AGENT)
+            assert (await raw.frame()).tlvs == (TLV(200, b"x"),)
+            got = await raw.frame()
+            assert got.tlvs == (TLV(201, b"\x01"), TLV(TLVType.USP_RECORD, record(AGENT, CTRL)))
+            server.set_scenario(None)
+            await server.binding.send(record(AGENT, CTRL), to_id=AGENT)
+            assert (await raw.frame()).raw == encode_record(record(AGENT, CTRL))
+            assert scenario_actions(tl) == ["frame_before_record", "tlvs_before_record"]
+            raw.close()
+    run(main)
+
+
+def test_scripted_send_to_a_peer_that_closed_loses_the_record_quietly(sock_path: str):
+    """Once a scripted frame is out, a peer that closes costs the Record, not an exception."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl) as server:
+            raw = await RawPeer.connect(sock_path)
+            await raw.handshake()
+            peer = await server.wait_for_peer(AGENT, STEP)
+            server.set_scenario(frames_before_record=["00"])
+            writes: list[bytes] = []
+
+            async def write_once(data: bytes) -> None:
+                if writes:
+                    raise ConnectionResetError("peer closed")
+                writes.append(data)
+
+            peer.conn.write = write_once  # type: ignore[method-assign]
+            await server.binding.send(record(AGENT, CTRL), to_id=AGENT)
+            assert writes == [b"\x00"]
+            lost = [e.decoded for e in tl.filter("uds.scenario")][-1]
+            assert lost["action"] == "record_lost" and "peer closed" in lost["reason"]
+            raw.close()
+    run(main)
+
+
+def test_early_record_goes_before_the_server_handshake(sock_path: str):
+    """R-UDS.20 at the client: a Get Record arrives after its Handshake, before ours."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl, scenario=UDSScenario(early_record=True)):
+            raw = await RawPeer.connect(sock_path)
+            early = await raw.handshake()
+            rec = schema.Record()
+            rec.ParseFromString(early.records[0].value)
+            assert (rec.to_id, rec.from_id) == (AGENT, CTRL)
+            msg = schema.Msg()
+            msg.ParseFromString(rec.no_session_context.payload)
+            assert msg.header.msg_id == "uds-early-record"
+            assert (await raw.frame()).handshakes[0].text() == CTRL
+            assert scenario_actions(tl) == ["early_record"]
+            raw.close()
+    run(main)
+
+
+def test_close_on_error_false_leaves_the_close_to_the_peer(sock_path: str):
+    """R-UDS.25 switched off on the suite's side: the peer's own close is what is seen."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl,
+                             scenario=UDSScenario(close_on_error=False)) as server:
+            raw = await RawPeer.connect(sock_path)
+            await raw.handshake()
+            peer = await server.wait_for_peer(AGENT, STEP)
+            await raw.send(encode_error("bad"))
+            await tl.expect("uds.error", within=STEP, direction="in")
+            await raw.send(encode_record(record()))  # recorded, not processed any more
+            await tl.expect("uds.frame", within=STEP, direction="in",
+                            where=lambda e: tlv_names(e) == ["USP_RECORD"])
+            assert peer.close_info is None and not peer.is_open
+            raw.close()
+            assert (await peer.wait_closed(STEP))["by"] == "peer"
+            assert scenario_actions(tl) == ["keep_open_after_error"]
+    run(main)
+
+
+def test_write_chunk_splits_frames_and_survives_a_peer_that_leaves(sock_path: str):
+    """R-UDS.4: frames written in pieces still decode; a peer closing mid-frame is recorded."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl,
+                             scenario=UDSScenario(write_chunk=3, chunk_pause=0.0)) as server:
+            raw = await RawPeer.connect(sock_path)
+            assert (await raw.handshake()).handshakes[0].text() == CTRL
+            reads = []
+            peer = await server.wait_for_peer(AGENT, STEP)
+            server.set_scenario(write_chunk=4, chunk_pause=0.05)
+            task = asyncio.create_task(server.binding.send(record(AGENT, CTRL), to_id=AGENT))
+            reads.append(await asyncio.wait_for(raw.reader.read(100), STEP))
+            raw.writer.transport.abort()
+            await asyncio.wait_for(task, STEP)  # no exception
+            assert reads == [encode_record(record(AGENT, CTRL))[:4]]
+            actions = scenario_actions(tl, peer.conn_id)
+            assert actions[0] == "write_chunk" and actions[-1] == "write_chunk_aborted"
+    run(main)
+
+
+def test_drop_connections_counts_down(sock_path: str):
+    """R-UDS.5 at the client: the next N connections are closed before any Handshake."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl) as server:
+            server.set_scenario(drop_connections=2)
+            for left in (1, 0):
+                raw = await RawPeer.connect(sock_path)
+                assert await raw.frames_until_eof() == []
+                assert server.scenario.drop_connections == left
+                raw.close()
+            raw = await RawPeer.connect(sock_path)
+            assert (await raw.handshake()).handshakes[0].text() == CTRL
+            drops = [e.decoded for e in tl.filter("uds.scenario")]
+            assert drops == [{"action": "drop_connection", "left": 1},
+                             {"action": "drop_connection", "left": 0}]
+            assert len(tl.filter("conn.close", direction="local")) == 2
+            raw.close()
+    run(main)
+
+
+def test_listening_false_removes_the_socket_and_true_brings_it_back(sock_path: str):
+    """R-UDS.5 at the client: the socket goes away (its connection too) and comes back."""
+    async def main() -> None:
+        tl = Timeline()
+        async with UDSServer(sock_path, CTRL, timeline=tl) as server:
+            raw = await RawPeer.connect(sock_path)
+            await raw.handshake()
+            server.set_scenario(listening=False)
+            gone = await tl.expect("uds.listening", within=STEP)
+            assert gone.decoded == {"listening": False, "path": sock_path}
+            assert not server.listening and not os.path.exists(sock_path)
+            assert await raw.frames_until_eof() == []
+            with pytest.raises(OSError):
+                await asyncio.open_unix_connection(sock_path)
+            server.set_scenario(None)  # back to normal: listening again
+            back = await tl.expect("uds.listening", within=STEP, since=gone)
+            assert back.decoded["listening"] is True and server.listening
+            raw2 = await RawPeer.connect(sock_path)
+            assert (await raw2.handshake()).handshakes[0].text() == CTRL
+            server.set_scenario(listening=False)  # closing the server waits for the switch
+            raw2.close()
+        assert not os.path.exists(sock_path)
+    run(main)
