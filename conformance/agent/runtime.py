@@ -125,6 +125,11 @@ class AgentRuntime:
         _log.info("reference agent %s up (boot cause %s)", state.endpoint_id, cause)
         return self
 
+    @property
+    def stopped(self) -> bool:
+        """Whether this life of the agent has ended (stopped or rebooting)."""
+        return self._done is not None and self._done.done()
+
     async def run(self) -> str:
         """Wait until the agent stops: ``"stop"`` or ``"reboot"``."""
         assert self._done is not None, "start() first"

@@ -1,37 +1,62 @@
 """Set up what cases run against: the suite's MTP server, the controller
 identities and, for the built-in EUT, the reference Agent itself.
 
-:class:`RunEnvironment` is an async context manager started once per run.
-For the built-in agent it starts the suite's broker/server for the chosen
-MTP, points the agent's data model at it (its run configuration's
-``values``), starts the agent in-process, and waits for its connect Record.
-``reboot()`` reboots the EUT (Device.Reboot() through the primary controller)
-and waits for it to reconnect; for the in-process agent a reboot starts a
-new agent life on the same persisted state, as the agent process would.
+Two async context managers, started once per run, share one base
+(:class:`_SuiteSide`) for everything that does not depend on who runs the
+EUT: the suite's server for an MTP with the controller identities on it
+(:func:`start_server`), dialing an agent's WebSocket server, waiting for the
+EUT's connect Record (R-MTP.8), ``close_connection`` and ``scenario``.
+
+* :class:`RunEnvironment`: the built-in reference Agent in-process over any
+  MTP; its data model is pointed at the suite's server (run configuration
+  ``values``). ``reboot()`` sends Device.Reboot() and starts the agent's
+  next life on the same persisted state, as the agent process would.
+* :class:`ExternalEnvironment`: a device the suite does not start, described
+  by its EUT profile, over any profile MTP: the suite's MQTT or STOMP broker,
+  its WebSocket server (the agent connects) or client (the suite dials the
+  agent's ``url``), its UDS server, or an operator's MQTT broker that the
+  controllers join as clients. ``reboot()`` follows the profile's method.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import ssl
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from conformance.agent.config import AgentConfig
 from conformance.agent.runtime import AgentRuntime
 from conformance.cases.runner import Environment, EUTNotBack, SuiteError
-from conformance.controller.controller import Controller, ControllerTimeout
-from conformance.mtp.binding import Binding
+from conformance.controller.controller import Controller, ControllerTimeout, Received
+from conformance.controller.external_broker import BrokerAccount, ExternalBrokerBinding
+from conformance.eut import (
+    EUTProfile,
+    MQTTConfig,
+    STOMPConfig,
+    UDSConfig,
+    WebSocketConfig,
+)
+from conformance.mtp.binding import NOT_APPLICABLE_EXTERNAL, Binding, BindingClosed
+from conformance.mtp.mqtt.binding import MQTTBinding
 from conformance.mtp.mqtt.broker import MQTTBroker
-from conformance.mtp.stomp.broker import STOMPBroker
+from conformance.mtp.stomp.binding import STOMPBinding
+from conformance.mtp.stomp.broker import STOMPBroker, STOMPScenario
 from conformance.mtp.timeline import Timeline
 from conformance.mtp.uds.server import UDSServer
-from conformance.mtp.websocket.client import WSClient
+from conformance.mtp.websocket.client import WSClient, WSHandshakeError
 from conformance.mtp.websocket.server import WSServer
-from conformance.usp import messages
+from conformance.usp import messages, records
 
+#: The connect Record each MTP's agent sends on a new channel (R-MTP.8).
+CONNECT_RECORDS = {"mqtt": "mqtt_connect", "stomp": "stomp_connect",
+                   "websocket": "websocket_connect", "uds": "uds_connect"}
 #: MTPs the built-in agent can be tested over, with the connect Record each sends.
 #: ``websocket``: the agent dials the suite's WebSocket server; ``websocket-server``: the
 #: agent is the WebSocket server (LocalAgent.MTP.3) and the suite's controller dials it.
@@ -41,6 +66,11 @@ BUILTIN_MTPS = {"mqtt": "mqtt_connect", "mqtt311": "mqtt_connect", "stomp": "sto
 IDENTITIES = {"primary": "proto::controller-1", "secondary": "proto::controller-2",
               "unknown": "proto::controller-unknown"}
 AGENT_ID = "os::012345-0001"
+#: What the suite Gets to learn that an EUT on an operator's broker is there.
+PROBE_PATH = "Device.LocalAgent.EndpointID"
+#: Seconds between attempts while waiting for an EUT that is (re)starting: dialing its
+#: WebSocket server, or probing it on an operator's broker while its old life answers.
+RETRY_PAUSE = 0.5
 
 
 @dataclass
@@ -53,6 +83,39 @@ class BuiltinSettings:
     alternates: Mapping[str, Any] = field(default_factory=dict)
     response_timeout: float = 10.0
     notification_timeout: float = 30.0
+    #: the MTP over TLS (mutual, with a test PKI made for the run): the suite's server and
+    #: the agent each present a certificate of one test CA (TP-469 6.11, 7.9, 11.3)
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class RunPKI:
+    """The test PKI of a TLS run of the built-in agent."""
+
+    ca: Any
+    agent: Any        # the agent's credential (SAN urn:bbf:usp:id:<its Endpoint ID>)
+    suite: Any        # what the suite's server/client presents
+
+    @classmethod
+    def make(cls) -> RunPKI:
+        from conformance.mtp import pki
+
+        ca = pki.make_ca("usp-conformance run CA")
+        return cls(ca, pki.issue(ca, endpoint_id=AGENT_ID, ips=["127.0.0.1"]),
+                   pki.issue(ca, endpoint_id=IDENTITIES["primary"], ips=["127.0.0.1"]))
+
+    def agent_material(self) -> Any:
+        from conformance.agent.mtp.from_model import TLSMaterial
+        from conformance.mtp import pki
+
+        return TLSMaterial(
+            client=lambda: pki.ssl_context("client", self.agent, trust=[self.ca.cert]),
+            server=lambda: pki.ssl_context("server", self.agent, trust=[self.ca.cert]))
+
+    def suite_context(self, role: str) -> ssl.SSLContext:
+        from conformance.mtp import pki
+
+        return pki.ssl_context(role, self.suite, trust=[self.ca.cert])  # type: ignore[arg-type]
 
 
 def profile_alternates(profile: Any) -> dict[str, Any]:
@@ -64,6 +127,76 @@ def profile_alternates(profile: Any) -> dict[str, Any]:
     return {name: (dict(profile.arguments(name)) if alt.kind == "arguments"
                    else profile.alternate(name))
             for name, alt in ALTERNATES.items()}
+
+
+def load_actions() -> dict[str, Any]:
+    """Python actions for ``python:`` steps (entry point group ``usp_conformance.actions``)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in entry_points(group="usp_conformance.actions")}
+
+
+# --- the suite's server for one MTP ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Where and how the suite's server for one MTP (``mqtt``, ``stomp``,
+    ``websocket`` or ``uds``) listens."""
+
+    kind: str
+    host: str = "127.0.0.1"
+    port: int = 0                                   # 0: the OS picks
+    ssl_context: ssl.SSLContext | None = None
+    credentials: Mapping[str, str] | None = None   # MQTT/STOMP: login -> password
+    path: str = "/usp"                              # WebSocket URL path
+    socket: str = ""                                # UDS socket path
+    heart_beat: tuple[int, int] = (0, 0)            # STOMP: the broker's offer (ms)
+    virtual_host: str | None = None                 # STOMP: checked on CONNECT (R-STOMP.5)
+
+    def where(self) -> str:
+        return self.socket if self.kind == "uds" else f"{self.host}:{self.port}"
+
+
+async def start_server(spec: ServerSpec, addresses: Mapping[str, tuple[str, str]], *,
+                       timeline: Timeline) -> tuple[Any, dict[str, Binding]]:
+    """Start the suite's server for ``spec.kind`` and attach the controller identities.
+
+    ``addresses`` maps a role to (Endpoint ID, topic or destination). On the brokers
+    every role gets a binding; on WebSocket and UDS the EUT opens one connection, for
+    the primary identity only. A server that cannot listen is a one-line SuiteError.
+    """
+    kind = spec.kind
+    try:
+        if kind == "mqtt":
+            mqtt = await MQTTBroker(timeline=timeline, ssl_context=spec.ssl_context,
+                                    credentials=spec.credentials).start(spec.host, spec.port)
+            return mqtt, {role: mqtt.attach_controller(eid, topic)
+                          for role, (eid, topic) in addresses.items()}
+        if kind == "stomp":
+            scenario = STOMPScenario(heart_beat=spec.heart_beat, expected_host=spec.virtual_host)
+            stomp = await STOMPBroker(timeline=timeline, ssl_context=spec.ssl_context,
+                                      credentials=spec.credentials,
+                                      scenario=scenario).start(spec.host, spec.port)
+            return stomp, {role: stomp.attach_controller(eid, dest)
+                           for role, (eid, dest) in addresses.items()}
+        primary = addresses["primary"][0]
+        if kind == "websocket":
+            ws = await WSServer(primary, timeline=timeline, ssl_context=spec.ssl_context,
+                                path=spec.path).start(spec.host, spec.port)
+            return ws, {"primary": ws.binding}
+        if kind == "uds":
+            uds = await UDSServer(spec.socket, primary, timeline=timeline).start()
+            return uds, {"primary": uds.binding}
+    except OSError as exc:
+        fix = ("use a socket path in an existing, writable directory" if kind == "uds" else
+               "choose a free port in the profile, or stop what uses it")
+        raise SuiteError(f"the suite's {kind} server cannot listen on {spec.where()} "
+                         f"({exc.strerror or exc}); fix: {fix}") from None
+    raise SuiteError(f"unknown MTP {kind!r}; choose one of {', '.join(CONNECT_RECORDS)}")
+
+
+# --- what both environments share -------------------------------------------------------
 
 
 class _Started:
@@ -84,24 +217,128 @@ class _Started:
         return self
 
 
-def load_actions() -> dict[str, Any]:
-    """Python actions for ``python:`` steps (entry point group ``usp_conformance.actions``)."""
-    from importlib.metadata import entry_points
+class _SuiteSide(_Started):
+    """The suite's end of a run: timeline, controller identities, the MTP server (or
+    WebSocket client) holding the EUT's connection, and the actions on it."""
 
-    return {ep.name: ep.load() for ep in entry_points(group="usp_conformance.actions")}
+    def __init__(self, mtp: str, agent_id: str, response_timeout: float) -> None:
+        #: The run's MTP: mqtt (mqtt311 for the built-in agent), stomp, websocket,
+        #: websocket-server (the suite dials the agent's server) or uds.
+        self.mtp = mtp
+        self.agent_id = agent_id
+        self.response_timeout = response_timeout
+        self.timeline = Timeline()
+        self.controllers: dict[str, Controller] = {}
+        self.server: Any = None
+        #: each server's own scenario, kept when a case first scripts it (reset_scenarios)
+        self._base_scenarios: dict[int, Any] = {}
+
+    @property
+    def kind(self) -> str:
+        """The MTP family: mqtt, stomp, websocket or uds."""
+        return self.mtp.removesuffix("311").removesuffix("-server")
+
+    def _bind(self, bindings: Mapping[str, Binding], identities: Mapping[str, str]) -> None:
+        """A Controller for each bound role (``identities``: role -> Endpoint ID)."""
+        for role, binding in bindings.items():
+            ctrl = Controller(identities[role], timeline=self.timeline,
+                              default_timeout=self.response_timeout)
+            ctrl.attach(binding, agent_id=self.agent_id)
+            self.controllers[role] = ctrl
+
+    def _primary_unbound(self, endpoint_id: str) -> None:
+        """The primary identity before its first WebSocket session to the agent."""
+        self.controllers["primary"] = Controller(endpoint_id, timeline=self.timeline,
+                                                 default_timeout=self.response_timeout)
+
+    async def _connect_record(self, *, since: int, timeout: float) -> Received:
+        """The EUT's connect Record for this MTP (R-MTP.8); ControllerTimeout otherwise."""
+        return await self.controllers["primary"].connect_record(
+            CONNECT_RECORDS[self.kind], since=since, timeout=timeout)
+
+    async def _dial(self, host: str, port: int, path: str, *,
+                    ssl_context: ssl.SSLContext | None = None,
+                    server_hostname: str | None = None) -> None:
+        """Open the primary controller's WebSocket session to the agent's server (R-WS.3);
+        ConnectionError (WSHandshakeError when the agent refuses) on failure."""
+        primary = self.controllers["primary"]
+        client = WSClient(host, port, path, eid=primary.endpoint_id, ssl_context=ssl_context,
+                          server_hostname=server_hostname, timeline=self.timeline)
+        await client.connect()
+        if isinstance(self.server, WSClient):
+            await self.server.close()
+        self.server = client
+        primary.attach(client.binding, agent_id=self.agent_id)
+
+    async def _redial(self) -> None:
+        """Open a new WebSocket session to the agent's server (websocket-server runs)."""
+        raise SuiteError("no WebSocket server of the EUT to dial in this run")
+
+    async def _close_all(self) -> None:
+        for ctrl in self.controllers.values():
+            await ctrl.close()
+        if self.server is not None:
+            await self.server.close()
+            self.server = None
+
+    # --- actions the cases use -------------------------------------------------------------
+
+    async def close_connection(self, _runner: Any = None) -> None:
+        """Drop the EUT's MTP connection without any protocol goodbye (the
+        ``close_connection`` python action); the agent reconnects on its own, or
+        (websocket-server) the suite dials it again."""
+        server = self.server
+        if isinstance(server, MQTTBroker):
+            await server.drop_client(self.agent_id)
+        elif isinstance(server, STOMPBroker):
+            await server.drop(self.agent_id)
+        elif isinstance(server, WSServer):
+            await server.abort_agent(self.agent_id)
+        elif isinstance(server, UDSServer):
+            await server.close_peers("closed by the case")
+        elif isinstance(server, WSClient):  # the agent is the server: the suite dials again
+            await server.abort()
+            mark = self.controllers["primary"].mark
+            await self._redial()
+            await self._connect_record(since=mark, timeout=self.response_timeout)
+        else:
+            raise SuiteError("no suite server holds the EUT's connection")
+
+    async def reset_scenarios(self) -> None:
+        """Put the suite's server back on the scenario it had before the case scripted it."""
+        server = self.server
+        if server is not None and hasattr(server, "set_scenario"):
+            base = self._base_scenarios.get(id(server))
+            if base is not None:
+                server.set_scenario(base)
+
+    async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
+        server = self.server
+        if server is not None and hasattr(server, "scenario") and \
+                id(server) not in self._base_scenarios:
+            self._base_scenarios[id(server)] = server.scenario
+        if mtp.removesuffix("311") != self.kind:
+            raise SuiteError(f"the case scripts the {mtp} server but this run is over "
+                             f"{self.mtp}")
+        if self.server is None or not hasattr(self.server, "set_scenario"):
+            raise SuiteError(f"the {self.mtp} server of this run has no scenario hooks")
+        self.server.set_scenario(**dict(changes))
 
 
-class RunEnvironment(_Started):
+# --- the built-in reference agent -------------------------------------------------------
+
+
+class RunEnvironment(_SuiteSide):
     """The servers, identities and EUT of one run (async context manager)."""
 
     def __init__(self, settings: BuiltinSettings) -> None:
         if settings.mtp not in BUILTIN_MTPS:
             raise SuiteError(f"unknown MTP {settings.mtp!r}; choose one of "
                              f"{', '.join(BUILTIN_MTPS)}")
+        super().__init__(settings.mtp, AGENT_ID, settings.response_timeout)
         self.settings = settings
-        self.timeline = Timeline()
-        self.controllers: dict[str, Controller] = {}
-        self.server: Any = None
+        #: TLS runs (not over UDS, whose TLS R-UDS.23a leaves optional)
+        self.pki = RunPKI.make() if settings.tls and self.kind != "uds" else None
         self.runtime: AgentRuntime | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._config: AgentConfig | None = None
@@ -114,17 +351,15 @@ class RunEnvironment(_Started):
                                     **load_actions()},
                            response_timeout=self.settings.response_timeout,
                            notification_timeout=self.settings.notification_timeout,
-                           reboot=self.reboot, scenario=self.scenario, mtp=self.settings.mtp)
+                           reboot=self.reboot, scenario=self.scenario,
+                           reset_scenarios=self.reset_scenarios, ready=self.ready,
+                           mtp=self.settings.mtp, tls=self.pki is not None)
 
     async def __aexit__(self, *exc: object) -> None:
         if self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
-        for ctrl in self.controllers.values():
-            await ctrl.close()
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
+        await self._close_all()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -143,105 +378,100 @@ class RunEnvironment(_Started):
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="usp-agent-")
             state_dir = Path(self._tmp.name)
-        values, bindings = await self._serve(s.mtp, state_dir)
-        for name, binding in bindings.items():
-            ctrl = Controller(IDENTITIES[name], timeline=self.timeline,
-                              default_timeout=s.response_timeout)
-            ctrl.attach(binding, agent_id=AGENT_ID)
-            self.controllers[name] = ctrl
-        if s.mtp == "websocket-server":
-            self.controllers["primary"] = Controller(IDENTITIES["primary"], timeline=self.timeline,
-                                                     default_timeout=s.response_timeout)
+        values = await self._serve(s.mtp, state_dir)
         self._config = AgentConfig(state_dir=state_dir, faults=tuple(s.faults),
                                    extra_values=values)
         await self._boot_agent(since=0)
 
-    async def _serve(self, mtp: str, state_dir: Path) -> tuple[dict[str, str], dict[str, Binding]]:
-        """Start the suite's server for ``mtp``; the agent values and the bindings."""
-        tl = self.timeline
-        if mtp in ("mqtt", "mqtt311"):
-            broker = self.server = await MQTTBroker(timeline=tl).start()
-            bindings: dict[str, Binding] = {
-                name: broker.attach_controller(eid, f"usp/controller/{name}")
-                for name, eid in IDENTITIES.items()}
-            return {"Device.MQTT.Client.1.BrokerPort": str(broker.port),
+    async def _serve(self, mtp: str, state_dir: Path) -> dict[str, str]:
+        """Start the suite's server for ``mtp`` with the identities on it; the agent values."""
+        tls = "true" if self.pki else "false"
+        if mtp == "websocket-server":
+            # The agent listens (port 0: the OS picks); the suite dials it after each boot.
+            self._primary_unbound(IDENTITIES["primary"])
+            return {"Device.LocalAgent.MTP.3.Enable": "true",
+                    "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
+                    "Device.LocalAgent.MTP.3.WebSocket.EnableEncryption": tls,
+                    "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
+                    "Device.LocalAgent.Controller.1.MTP.3.Enable": "false"}
+        address = {"mqtt": "usp/controller/{}", "stomp": "/queue/controller-{}"}.get(self.kind, "")
+        spec = ServerSpec(self.kind, socket=str(state_dir / "usp.sock"),
+                          ssl_context=self.pki.suite_context("server") if self.pki else None)
+        self.server, bindings = await start_server(
+            spec, {name: (eid, address.format(name)) for name, eid in IDENTITIES.items()},
+            timeline=self.timeline)
+        self._bind(bindings, IDENTITIES)
+        server = self.server
+        if self.kind == "mqtt":
+            return {"Device.MQTT.Client.1.BrokerPort": str(server.port),
                     "Device.MQTT.Client.1.Enable": "true",
                     "Device.MQTT.Client.1.ProtocolVersion": "3.1.1" if mtp == "mqtt311" else "5.0",
                     "Device.MQTT.Client.1.ConnectRetryTime": "1",  # quick reconnects in runs
+                    "Device.MQTT.Client.1.TransportProtocol": "TLS" if self.pki else "TCP/IP",
                     "Device.LocalAgent.MTP.1.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.1.MQTT.Topic": "usp/controller/primary",
-                    }, bindings
-        if mtp == "stomp":
-            broker = self.server = await STOMPBroker(timeline=tl).start()
-            bindings = {name: broker.attach_controller(eid, f"/queue/controller-{name}")
-                        for name, eid in IDENTITIES.items()}
-            return {"Device.STOMP.Connection.1.Port": str(broker.port),
+                    }
+        if self.kind == "stomp":
+            return {"Device.STOMP.Connection.1.Port": str(server.port),
                     "Device.STOMP.Connection.1.Enable": "true",
                     "Device.STOMP.Connection.1.ServerRetryInitialInterval": "1",
+                    "Device.STOMP.Connection.1.EnableEncryption": tls,
                     "Device.LocalAgent.MTP.2.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
                     "Device.LocalAgent.Controller.1.MTP.2.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.2.STOMP.Destination":
-                        "/queue/controller-primary"}, bindings
-        if mtp == "websocket-server":
-            # The agent listens (port 0: the OS picks); the suite dials it after each boot.
-            return {"Device.LocalAgent.MTP.3.Enable": "true",
-                    "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
-                    "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
-                    "Device.LocalAgent.Controller.1.MTP.3.Enable": "false"}, {}
-        if mtp == "websocket":
+                        "/queue/controller-primary"}
+        if self.kind == "websocket":
             # One identity per connection-oriented MTP: the agent dials the primary only.
-            server = self.server = await WSServer(IDENTITIES["primary"], timeline=tl).start()
-            bindings = {"primary": server.binding}
             return {"Device.LocalAgent.MTP.3.Enable": "true",
                     "Device.LocalAgent.MTP.3.WebSocket.Port": "0",
                     "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
                     "Device.LocalAgent.Controller.1.MTP.3.Enable": "true",
                     "Device.LocalAgent.Controller.1.MTP.3.WebSocket.SessionRetryMinimumWaitInterval":
                         "1",
-                    "Device.LocalAgent.Controller.1.MTP.3.WebSocket.Port": str(server.port)}, bindings
-        path = str(state_dir / "usp.sock")
-        server = self.server = await UDSServer(path, IDENTITIES["primary"], timeline=tl).start()
-        bindings = {"primary": server.binding}
-        return {"Device.UnixDomainSockets.UnixDomainSocket.1.Path": path,
+                    "Device.LocalAgent.Controller.1.MTP.3.WebSocket.Port": str(server.port),
+                    "Device.LocalAgent.Controller.1.MTP.3.WebSocket.EnableEncryption": tls}
+        return {"Device.UnixDomainSockets.UnixDomainSocket.1.Path": spec.socket,
                 "Device.LocalAgent.MTP.4.Enable": "true",
                 "Device.LocalAgent.Controller.1.MTP.1.Enable": "false",
-                "Device.LocalAgent.Controller.1.MTP.4.Enable": "true"}, bindings
+                "Device.LocalAgent.Controller.1.MTP.4.Enable": "true"}
 
     async def _boot_agent(self, *, since: int) -> None:
         assert self._config is not None
-        self.runtime = await AgentRuntime(self._config).start()
-        primary = self.controllers["primary"]
+        self.runtime = await AgentRuntime(
+            self._config, tls=self.pki.agent_material() if self.pki else None).start()
         if self.settings.mtp == "websocket-server":
-            await self._dial_agent()
+            await self._redial()
         try:
-            await primary.connect_record(BUILTIN_MTPS[self.settings.mtp], since=since,
-                                         timeout=max(self.settings.response_timeout, 15.0))
+            await self._connect_record(since=since,
+                                       timeout=max(self.settings.response_timeout, 15.0))
         except ControllerTimeout as exc:
             raise SuiteError(f"the built-in agent did not connect over {self.settings.mtp}: "
                              f"{exc}") from None
 
-    async def _dial_agent(self) -> None:
-        """Open the primary controller's WebSocket session to the agent's server (R-WS.3)."""
+    async def _redial(self) -> None:
+        """Dial the agent's own WebSocket server (Device.LocalAgent.MTP.3)."""
         assert self.runtime is not None
-        servers = [m for m in self.runtime.mtps if getattr(m, "server_config", None) is not None
-                   and getattr(m, "port", 0)]
+        servers: list[Any] = [m for m in self.runtime.mtps
+                              if getattr(m, "server_config", None) is not None
+                              and getattr(m, "port", None)]
         if not servers:
             raise SuiteError("the built-in agent has no WebSocket server listening "
                              "(Device.LocalAgent.MTP.3)")
-        client = WSClient("127.0.0.1", servers[0].port, servers[0].server_config.path,
-                          eid=IDENTITIES["primary"], timeline=self.timeline)
         try:
-            await client.connect()
+            await self._dial("127.0.0.1", servers[0].port, servers[0].server_config.path,
+                             ssl_context=self.pki.suite_context("client") if self.pki else None)
         except OSError as exc:  # refused, or a WSHandshakeError
             raise SuiteError(f"cannot open a WebSocket session to the built-in agent: {exc}") \
                 from None
-        if isinstance(self.server, WSClient):
-            await self.server.close()
-        self.server = client
-        self.controllers["primary"].attach(client.binding, agent_id=AGENT_ID)
 
     # --- actions the cases use -------------------------------------------------------------
+
+    async def ready(self) -> None:
+        """Before a case: if an earlier case made the agent reboot and stopped before waiting
+        for it (e.g. it failed on the OperateResp), boot its next life now."""
+        if self.runtime is not None and self.runtime.stopped:
+            await self._boot_agent(since=self.controllers["primary"].mark)
 
     async def reboot(self, *, triggered: bool = False, since: int | None = None,
                      timeout: float | None = None) -> None:
@@ -250,72 +480,60 @@ class RunEnvironment(_Started):
         primary = self.controllers["primary"]
         mark = primary.mark if since is None else since
         if not triggered:
-            await primary.send(messages.request("operate", {"command": "Device.Reboot()",
-                                                            "command_key": "suite-reboot",
-                                                            "send_resp": True}))
+            await primary.send(_reboot_request())
         if self.runtime is None:
             raise SuiteError("the built-in agent is not running")
         limit = 30.0 if timeout is None else timeout
         try:  # the in-process agent: this life ends, the next one boots on the same state
-            await asyncio.wait_for(self.runtime.run(), limit)
-        except asyncio.TimeoutError:
+            # shielded: a timeout must not cancel the life's end (a later reboot awaits it)
+            await asyncio.wait_for(asyncio.shield(self.runtime.run()), limit)
+        except TimeoutError:
             raise EUTNotBack(f"the EUT did not reboot within {limit:g}s") from None
         try:
             await self._boot_agent(since=mark)
         except SuiteError as exc:
             raise EUTNotBack(str(exc)) from None
 
-    async def close_connection(self, _runner: Any = None) -> None:
-        """Drop the EUT's MTP connection without any protocol goodbye (the
-        ``close_connection`` python action); the agent reconnects on its own."""
-        server = self.server
-        if isinstance(server, MQTTBroker):
-            await server.drop_client(AGENT_ID)
-        elif isinstance(server, STOMPBroker):
-            await server.drop(AGENT_ID)
-        elif isinstance(server, WSServer):
-            await server.abort_agent(AGENT_ID)
-        elif isinstance(server, UDSServer):
-            await server.close_peers("closed by the case")
-        elif isinstance(server, WSClient):  # the agent is the server: the suite dials again
-            await server.abort()
-            mark = self.controllers["primary"].mark
-            await self._dial_agent()
-            await self.controllers["primary"].connect_record("websocket_connect", since=mark,
-                                                             timeout=self.settings.response_timeout)
-        else:
-            raise SuiteError("no suite server holds the EUT's connection")
 
-    async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
-        if mtp.removesuffix("311") != self.settings.mtp.removesuffix("311").removesuffix("-server"):
-            raise SuiteError(f"the case scripts the {mtp} server but this run is over "
-                             f"{self.settings.mtp}")
-        if self.server is None or not hasattr(self.server, "set_scenario"):
-            raise SuiteError(f"the {self.settings.mtp} server of this run has no scenario hooks")
-        self.server.set_scenario(**dict(changes))
+def _reboot_request() -> Any:
+    return messages.request("operate", {"command": "Device.Reboot()",
+                                        "command_key": "suite-reboot", "send_resp": True})
 
 
-class ExternalEnvironment(_Started):
+# --- a device described by its profile ---------------------------------------------------
+
+
+class ExternalEnvironment(_SuiteSide):
     """An EUT the suite does not start, described by its profile (async context manager).
 
-    Supported now: MQTT with the suite as the broker (``broker: suite``) on the
-    profile's host/port, credentials and TLS; the controller identities of the
-    profile on their topics; reboot by ``usp``, ``command`` or ``operator``.
+    Every profile MTP: MQTT with the suite as broker (``broker: suite``) or on an
+    operator's broker (``broker: external``), STOMP through the suite's broker,
+    WebSocket with the suite as server (``agent-connects``) or client
+    (``controller-connects``), UDS with the suite listening. The profile's
+    controller identities sit on their topics / destinations on the brokers; on
+    WebSocket and UDS only the primary has a connection (cases acting as another
+    identity are then not applicable). Reboot by ``usp``, ``command`` or ``operator``.
     """
 
-    def __init__(self, profile: Any, mtp: str | None = None) -> None:
-        self.profile = profile
+    def __init__(self, profile: EUTProfile, mtp: str | None = None) -> None:
         try:
-            self.config = profile.mtp(mtp or None)
+            config = profile.mtp(mtp or None)
         except LookupError as exc:
             raise SuiteError(str(exc)) from None
-        if self.config.mtp != "mqtt" or getattr(self.config, "external", False):
-            raise SuiteError(f"{self.config.describe()}: external EUTs run over MQTT with the "
-                             "suite as broker for now; other MTPs are not supported yet")
-        self.timeline = Timeline()
-        self.controllers: dict[str, Controller] = {}
-        self.server: MQTTBroker | None = None
-        self.agent_id = profile.eut.endpoint_id
+        self.profile = profile
+        self.config: Any = config  # the profile entry: MQTTConfig, STOMPConfig, ...
+        self.external_broker = isinstance(config, MQTTConfig) and config.external
+        if isinstance(config, MQTTConfig) and config.external and not config.agent_topic:
+            raise SuiteError(f"{profile.source or '<profile>'}: {config.describe()} has no "
+                             "agent_topic, which an external broker needs (the suite cannot see "
+                             "the EUT's SUBSCRIBE there); fix: add agent_topic: the topic the EUT "
+                             "subscribes to (its Device.LocalAgent.MTP.{i}.MQTT."
+                             "ResponseTopicConfigured)")
+        controller_connects = config.mtp == "websocket" and not config.suite_is_server
+        super().__init__("websocket-server" if controller_connects else config.mtp,
+                         profile.eut.endpoint_id, profile.timeouts.response)
+        self.identities = {ident.role: ident.endpoint_id for ident in profile.controllers}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def environment(self) -> Environment:
@@ -324,86 +542,343 @@ class ExternalEnvironment(_Started):
             controllers=self.controllers, agent_id=self.agent_id, timeline=self.timeline,
             alternates=profile_alternates(self.profile),
             response_timeout=t.response, notification_timeout=t.notification,
-            reboot=self.reboot, scenario=self.scenario, mtp="mqtt",
+            reboot=self.reboot, scenario=self.scenario, mtp=self.mtp,
             actions={"close_connection": self.close_connection, **load_actions()})
 
     async def __aexit__(self, *exc: object) -> None:
-        for ctrl in self.controllers.values():
-            await ctrl.close()
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
+        await self._close_all()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # --- start -----------------------------------------------------------------------------
 
     async def _start(self) -> None:
-        cfg = self.config
-        credentials = {cfg.username: cfg.password or ""} if cfg.username else None
-        self.server = await MQTTBroker(timeline=self.timeline, ssl_context=self._tls(),
-                                       credentials=credentials).start(cfg.host, cfg.port)
-        for ident in self.profile.controllers:
-            topic = ident.topic or (cfg.controller_topic if ident.role == "primary"
-                                    else f"{cfg.controller_topic}/{ident.role}")
-            binding = self.server.attach_controller(ident.endpoint_id, topic)
-            if cfg.agent_topic:
-                binding.set_agent_topic(self.agent_id, cfg.agent_topic)
-            ctrl = Controller(ident.endpoint_id, timeline=self.timeline,
-                              default_timeout=self.profile.timeouts.response)
-            ctrl.attach(binding, agent_id=self.agent_id)
-            self.controllers[ident.role] = ctrl
-        await self._wait_connected(since=0)
+        timeout = self.profile.timeouts.reconnect
+        if self.external_broker:
+            await self._join_broker()
+            try:
+                await self._probe(since=0, timeout=timeout, after_reboot=False)
+            except ControllerTimeout:
+                primary = self.profile.controllers.primary
+                raise SuiteError(f"the EUT {self.agent_id} did not answer on "
+                                 f"{self.config.describe()} within {timeout:g}s (a Get of "
+                                 f"{PROBE_PATH} sent to {self.config.agent_topic}); fix: check "
+                                 "agent_topic, the EUT's broker connection and that it knows "
+                                 f"controller {primary.endpoint_id} on "
+                                 f"{self._address('primary', primary.topic)}") from None
+        elif self.mtp == "websocket-server":
+            self._primary_unbound(self.identities["primary"])
+            await self._dial_eut(deadline=time.monotonic() + timeout)
+            await self._wait_connected(since=0, timeout=timeout)
+        else:
+            await self._serve()
+            await self._wait_connected(since=0, timeout=timeout)
 
-    def _tls(self) -> Any:
+    def _address(self, role: str, topic: str | None) -> str:
+        """An identity's MQTT topic / STOMP destination: its own, else derived from the
+        MTP's controller topic or destination ("" on WebSocket and UDS)."""
+        base = getattr(self.config, "controller_topic", None) or getattr(
+            self.config, "controller_destination", "")
+        if topic or not base:
+            return topic or ""
+        return base if role == "primary" else f"{base}/{role}"
+
+    async def _serve(self) -> None:
+        """The suite's broker or server on the profile's address, identities attached."""
+        cfg = self.config
+        if isinstance(cfg, UDSConfig):
+            spec = ServerSpec("uds", socket=self._socket_path(cfg))
+        else:
+            login = getattr(cfg, "username", None)
+            spec = ServerSpec(cfg.mtp, host=cfg.host, port=cfg.port, ssl_context=self._server_tls(),
+                              credentials={login: cfg.password or ""} if login else None)
+            if isinstance(cfg, WebSocketConfig):
+                spec = dataclasses.replace(spec, path=cfg.path)
+            elif isinstance(cfg, STOMPConfig):
+                spec = dataclasses.replace(spec, heart_beat=cfg.heart_beat,
+                                           virtual_host=cfg.virtual_host)
+        self.server, bindings = await start_server(
+            spec, {i.role: (i.endpoint_id, self._address(i.role, i.topic))
+                   for i in self.profile.controllers}, timeline=self.timeline)
+        for binding in bindings.values():
+            if isinstance(binding, MQTTBinding) and cfg.agent_topic:
+                binding.set_agent_topic(self.agent_id, cfg.agent_topic)
+            if isinstance(binding, STOMPBinding) and cfg.agent_destination:
+                binding.set_agent_destination(self.agent_id, cfg.agent_destination)
+        self._bind(bindings, self.identities)
+
+    def _socket_path(self, cfg: UDSConfig) -> str:
+        """The profile's socket path, else one in a temporary directory."""
+        if cfg.socket is not None:
+            return str(cfg.socket)
+        self._tmp = tempfile.TemporaryDirectory(prefix="usp-")
+        return str(Path(self._tmp.name) / "usp.sock")
+
+    def _where(self) -> str:
+        """Where the suite waits for the EUT, for messages."""
+        server = self.server
+        if isinstance(server, WSServer):
+            return f"the suite's WebSocket server {server.url}"
+        if isinstance(server, UDSServer):
+            return f"the suite's UDS socket {server.path}"
+        if isinstance(server, (MQTTBroker, STOMPBroker)):
+            return f"the suite's {self.kind.upper()} broker on {server.host}:{server.port}"
+        return f"the EUT's WebSocket server {self.config.url}"
+
+    async def _wait_connected(self, *, since: int, timeout: float) -> None:
+        try:
+            await self._connect_record(since=since, timeout=timeout)
+        except ControllerTimeout:
+            check = {"mqtt": "its Device.MQTT.Client settings",
+                     "stomp": "its Device.STOMP.Connection and controller destination settings",
+                     "websocket": "its Device.LocalAgent.Controller.{i}.MTP.{i}.WebSocket "
+                                  "settings",
+                     "websocket-server": "that it knows controller "
+                                         f"{self.identities['primary']}",
+                     "uds": "its Device.UnixDomainSockets settings"}[self.mtp]
+            raise SuiteError(f"the EUT {self.agent_id} sent no {CONNECT_RECORDS[self.kind]} "
+                             f"Record through {self._where()} within {timeout:g}s; fix: check "
+                             f"{check}") from None
+
+    # --- TLS from the profile --------------------------------------------------------------
+
+    def _server_tls(self) -> ssl.SSLContext | None:
+        """What the suite's server presents (and, with ``ca``, how it checks the EUT)."""
         tls = self.config.tls
         if not tls.enabled:
             return None
         from conformance.mtp import pki
 
         if tls.certificate is None or tls.key is None:
-            raise SuiteError(f"{self.config.describe()}: TLS needs the broker's certificate and "
-                             "key in the profile (make them with: usp-conformance certs DIR)")
-        cred = pki.load_credential(tls.certificate, tls.key)
-        anchors = pki.load_certs(tls.ca.read_bytes()) if tls.ca is not None else []
-        return pki.ssl_context("server", cred, trust=anchors,
-                               require_client_cert=bool(tls.require_client_cert and anchors))
-
-    async def _wait_connected(self, *, since: int, timeout: float | None = None) -> None:
-        timeout = self.profile.timeouts.reconnect if timeout is None else timeout
+            raise SuiteError(f"{self.config.describe()}: TLS needs the server certificate and "
+                             "key the suite presents; fix: add tls.certificate and tls.key "
+                             "(make them with: usp-conformance certs DIR)")
         try:
-            await self.controllers["primary"].connect_record("mqtt_connect", since=since,
-                                                             timeout=timeout)
-        except ControllerTimeout:
-            raise SuiteError(f"the EUT {self.agent_id} did not connect to the suite's MQTT broker "
-                             f"on {self.config.host}:{self.config.port} within {timeout:g}s; "
-                             "check its Device.MQTT.Client settings") from None
+            cred = pki.load_credential(tls.certificate, tls.key)
+            anchors = pki.load_certs(tls.ca.read_bytes()) if tls.ca is not None else []
+            return pki.ssl_context("server", cred, trust=anchors,
+                                   require_client_cert=bool(tls.require_client_cert and anchors))
+        except (pki.PKIError, OSError) as exc:
+            raise SuiteError(self._tls_problem(exc)) from None
+
+    def _client_tls(self, certificate: Path | None = None,
+                    key: Path | None = None) -> ssl.SSLContext | None:
+        """How the suite's client (external broker, controller-connects) checks the server
+        (``ca``, else the system's CAs) and the client certificate it presents (an
+        identity's own, else the MTP's)."""
+        tls = self.config.tls
+        if not tls.enabled:
+            return None
+        from conformance.mtp import pki
+
+        if certificate is None or key is None:
+            certificate, key = tls.certificate, tls.key
+        try:
+            cred = pki.load_credential(certificate, key) if certificate and key else None
+            if tls.ca is not None:
+                return pki.ssl_context("client", cred, trust=pki.load_certs(tls.ca.read_bytes()))
+            ctx = ssl.create_default_context()
+            if certificate and key:
+                ctx.load_cert_chain(certificate, key)
+            return ctx
+        except (pki.PKIError, OSError) as exc:  # ssl.SSLError is an OSError
+            raise SuiteError(self._tls_problem(exc)) from None
+
+    def _tls_problem(self, exc: BaseException) -> str:
+        text = " ".join(str(exc).split())
+        return (f"{self.config.describe()}: cannot use the profile's TLS files ({text}); fix: "
+                "give PEM files for tls.ca, tls.certificate and tls.key (make them with: "
+                "usp-conformance certs DIR)")
+
+    # --- the EUT's WebSocket server (controller-connects) -----------------------------------
+
+    async def _dial_eut(self, *, deadline: float) -> None:
+        """Dial the profile's ``url`` until the EUT's server accepts or ``deadline`` passes."""
+        url = str(self.config.url)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        ctx = self._client_tls(self.profile.controllers.primary.certificate,
+                               self.profile.controllers.primary.key)
+        while True:
+            try:
+                await self._dial(host, port, path, ssl_context=ctx, server_hostname=host)
+                return
+            except WSHandshakeError as exc:
+                if exc.result is not None:  # an answer, not a dropped connection: final
+                    raise SuiteError(f"the EUT's WebSocket server {url} refused the session "
+                                     f"({exc}); fix: check the url's path and that the EUT "
+                                     f"accepts controller {self.identities['primary']}") from None
+                last: OSError = exc
+            except OSError as exc:  # refused, unreachable, TLS failed: the EUT may be starting
+                last = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SuiteError(f"cannot reach the EUT's WebSocket server {url} ({last}); "
+                                 "fix: check the profile's url and tls (a server that closes "
+                                 "at once may want a client certificate: tls.certificate, "
+                                 "tls.key), and that the EUT's WebSocket server is up") from None
+            await asyncio.sleep(min(RETRY_PAUSE, remaining))
+
+    async def _redial(self) -> None:
+        await self._dial_eut(deadline=time.monotonic() + self.response_timeout)
+
+    async def _dial_after_reboot(self, *, since: int, timeout: float) -> None:
+        """The old life's session ends with the EUT's server; dial the new one."""
+        deadline = time.monotonic() + timeout
+        client = self.server
+        if isinstance(client, WSClient) and client.peer is not None:
+            try:
+                await asyncio.wait_for(client.peer.closed.wait(), timeout)
+            except TimeoutError:
+                raise SuiteError(f"the WebSocket session to {self.config.url} stayed open for "
+                                 f"{timeout:g}s: the EUT did not reboot") from None
+        await self._dial_eut(deadline=deadline)
+        await self._wait_connected(since=since, timeout=max(deadline - time.monotonic(), 0.1))
+
+    # --- an operator's MQTT broker ----------------------------------------------------------
+
+    async def _join_broker(self) -> None:
+        """Each identity joins the operator's broker as a client on its own topic."""
+        cfg = self.config
+        for ident in self.profile.controllers:
+            client_id = cfg.client_id or ""
+            if client_id and ident.role != "primary":
+                client_id = f"{client_id}-{ident.role}"
+            account = BrokerAccount(
+                cfg.host, cfg.port, username=cfg.username, password=cfg.password,
+                client_id=client_id, mqtt_version=5 if cfg.version == "5.0" else 4,
+                ssl_context=self._client_tls(ident.certificate, ident.key))
+            binding = ExternalBrokerBinding(
+                account, controller_topic=self._address(ident.role, ident.topic),
+                agent_topics={self.agent_id: cfg.agent_topic}, timeline=self.timeline)
+            try:
+                await binding.start(timeout=self.response_timeout)
+            except ConnectionError as exc:
+                raise SuiteError(f"{cfg.describe()}: the {ident.role} controller cannot join "
+                                 f"the broker ({exc}); fix: check host, port, username, "
+                                 "password, client_id and tls in the profile") from None
+            self._bind({ident.role: binding}, self.identities)
+
+    async def _probe(self, *, since: int, timeout: float, after_reboot: bool) -> None:
+        """Wait until the EUT answers on the operator's broker.
+
+        No connect Record can be awaited at the start there (the EUT may have
+        connected long before the suite subscribed), so the primary Gets
+        :data:`PROBE_PATH` and any answer means "connected". After a reboot an
+        answer only counts once the old life is seen to have ended (its
+        DisconnectRecord, R-MTP.7, or a probe left unanswered); the new life's
+        connect Record (R-MTP.8) ends the wait at once. ControllerTimeout at the end.
+        """
+        primary = self.controllers["primary"]
+        deadline = time.monotonic() + timeout
+        gone = not after_reboot
+        sent: set[str] = set()
+        counted: set[str] = set()       # probes whose answer proves the EUT is (back) up
+
+        def record_kind(r: Received) -> str | None:
+            return records.record_kind(r.record) if r.record is not None else None
+
+        def answer(r: Received) -> bool:
+            return (r.msg is not None and r.kind[0] in ("response", "error")
+                    and r.msg.header.msg_id in sent)
+
+        def news(r: Received) -> bool:
+            return record_kind(r) in records.CONNECT_KINDS or record_kind(r) == "disconnect"
+
+        seen = since
+        probe_due = True
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ControllerTimeout(f"no answer to a Get of {PROBE_PATH} within {timeout:g}s")
+            waiting_for = news
+            if probe_due:
+                try:
+                    msg_id = await primary.send(messages.request("get",
+                                                                 {"param_paths": [PROBE_PATH]}))
+                except (BindingClosed, ConnectionError):  # the suite's client is reconnecting
+                    msg_id = ""
+                else:
+                    sent.add(msg_id)
+                    if gone:
+                        counted.add(msg_id)
+                waiting_for = lambda r: news(r) or answer(r)
+            wait = min(self.response_timeout if probe_due else RETRY_PAUSE, remaining)
+            try:
+                item = await primary.wait_for(waiting_for, what="answer to the probe",
+                                              since=seen, timeout=wait)
+            except ControllerTimeout:
+                if probe_due:   # unanswered: the EUT is away; its late answer counts
+                    gone = True
+                    if msg_id:
+                        counted.add(msg_id)
+                probe_due = True
+                continue
+            seen = item.index + 1
+            kind = record_kind(item)
+            if kind in records.CONNECT_KINDS:
+                return
+            if kind == "disconnect":
+                gone, probe_due = True, True
+                continue
+            assert item.msg is not None
+            if item.msg.header.msg_id in counted:
+                return
+            probe_due = False       # the old life answered: look again after a pause
+
+    # --- actions the cases use -------------------------------------------------------------
 
     async def reboot(self, *, triggered: bool = False, since: int | None = None,
                      timeout: float | None = None) -> None:
         """Reboot as the profile says (unless the case ``triggered`` it, ``since`` its send),
-        then wait for the MQTTConnect Record."""
+        then wait until the EUT is back on this MTP (EUTNotBack otherwise)."""
         primary = self.controllers["primary"]
         mark = primary.mark if since is None else since
         method = self.profile.reboot
+        limit = method.reconnect_timeout if timeout is None else timeout
         if triggered:
             pass
         elif method.method == "usp":
-            await primary.send(messages.request("operate", {
-                "command": "Device.Reboot()", "command_key": "suite-reboot", "send_resp": True}))
+            await primary.send(_reboot_request())
         elif method.method == "command":
             proc = await asyncio.create_subprocess_shell(str(method.command))
-            if await asyncio.wait_for(proc.wait(), method.reconnect_timeout) != 0:
-                raise SuiteError(f"reboot command failed: {method.command}")
+            try:
+                code = await asyncio.wait_for(proc.wait(), method.reconnect_timeout)
+            except TimeoutError:
+                proc.kill()
+                raise SuiteError(f"reboot command did not finish within "
+                                 f"{method.reconnect_timeout:g}s: {method.command}") from None
+            if code != 0:
+                raise SuiteError(f"reboot command failed (exit status {code}): {method.command}")
         else:
             print(f"\nusp-conformance: reboot the EUT {self.agent_id} now; waiting up to "
-                  f"{method.reconnect_timeout:g}s for it to reconnect", flush=True)
+                  f"{limit:g}s for it to come back", flush=True)
         try:
-            await self._wait_connected(since=mark, timeout=timeout)
+            if self.external_broker:
+                await self._probe(since=mark, timeout=limit, after_reboot=True)
+            elif self.mtp == "websocket-server":
+                await self._dial_after_reboot(since=mark, timeout=limit)
+            else:
+                await self._wait_connected(since=mark, timeout=limit)
+        except ControllerTimeout as exc:
+            raise EUTNotBack(f"the EUT did not come back on {self.config.describe()}: "
+                             f"{exc}") from None
         except SuiteError as exc:
             raise EUTNotBack(str(exc)) from None
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
-        if mtp != "mqtt" or self.server is None:
-            raise SuiteError(f"no scriptable {mtp} server in this run")
-        self.server.set_scenario(**dict(changes))
+        if self.external_broker:
+            raise SuiteError(f"scripting the MQTT broker is {NOT_APPLICABLE_EXTERNAL} (the "
+                             "operator's broker is not the suite's)")
+        await super().scenario(mtp, changes)
 
     async def close_connection(self, _runner: Any = None) -> None:
-        assert self.server is not None
-        await self.server.drop_client(self.agent_id)
+        if self.external_broker:
+            raise SuiteError(f"close_connection is {NOT_APPLICABLE_EXTERNAL} (the operator's "
+                             "broker holds the EUT's connection)")
+        await super().close_connection(_runner)

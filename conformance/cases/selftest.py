@@ -52,22 +52,26 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
     """
     # Cases that mostly wait (TP-469's timing procedures) get an agent each; the others
     # share one per ``chunk``. The longest groups start first, so the run ends sooner.
-    slow = [c for c in cases if waits(c) >= SLOW]
-    quick = [c for c in cases if waits(c) < SLOW]
-    plan: list[tuple[str | None, list[Case]]] = [(None, [c]) for c in slow] + [
-        (None, quick[i:i + chunk]) for i in range(0, len(quick), chunk)]
-    by_fault: dict[str, list[Case]] = {}
+    # Cases that need TLS (requires: [tls]) run on agents of a TLS run.
+    plan: list[tuple[str | None, bool, list[Case]]] = []
+    for tls in (False, True):
+        mine = [c for c in cases if ("tls" in c.requires) == tls]
+        slow = [c for c in mine if waits(c) >= SLOW]
+        quick = [c for c in mine if waits(c) < SLOW]
+        plan += [(None, tls, [c]) for c in slow]
+        plan += [(None, tls, quick[i:i + chunk]) for i in range(0, len(quick), chunk)]
+    by_fault: dict[tuple[str, bool], list[Case]] = {}
     for case in cases if faults else ():  # faults=False: the clean runs only
         for fault in case.killed_by:
-            by_fault.setdefault(fault, []).append(case)
-    plan += list(by_fault.items())
-    plan.sort(key=lambda group: -sum(waits(c) for c in group[1]))
+            by_fault.setdefault((fault, "tls" in case.requires), []).append(case)
+    plan += [(fault, tls, group) for (fault, tls), group in by_fault.items()]
+    plan.sort(key=lambda group: -sum(waits(c) for c in group[2]))
     gate = asyncio.Semaphore(max(1, jobs))
 
-    async def run_group(fault: str | None, group: list[Case]) -> list[Row]:
+    async def run_group(fault: str | None, tls: bool, group: list[Case]) -> list[Row]:
         settings = BuiltinSettings(mtp=mtp, faults=(fault,) if fault else (),
                                    response_timeout=response_timeout,
-                                   notification_timeout=max(response_timeout, 5.0))
+                                   notification_timeout=max(response_timeout, 5.0), tls=tls)
         rows = []
         async with gate:
             try:
@@ -84,7 +88,7 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
                          for c in group if c.case_id not in done]
         return rows
 
-    groups = await asyncio.gather(*(run_group(f, g) for f, g in plan))
+    groups = await asyncio.gather(*(run_group(f, t, g) for f, t, g in plan))
     order = {c.case_id: i for i, c in enumerate(cases)}
     rows = [row for group in groups for row in group]
     rows.sort(key=lambda r: (order[r.case_id], r.fault or ""))

@@ -89,16 +89,39 @@ def test_external_eut_over_the_suite_broker(pytester: pytest.Pytester, tmp_path:
     assert data["cases"][0]["verdict"] == "pass"
 
 
-def test_unsupported_external_mtp_is_a_clear_suite_error(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(("mtp", "message"), [
+    ("{mtp: stomp, tls: {enabled: true}}",
+     "TLS needs the server certificate and key the suite presents; fix: add tls.certificate"),
+    ("{mtp: mqtt, broker: external, host: 127.0.0.1, port: 1883}",
+     "has no agent_topic, which an external broker needs"),
+    ("{mtp: stomp, port: PORT}", "the suite's stomp server cannot listen on 127.0.0.1:PORT"),
+    ("{mtp: websocket, role: controller-connects, url: 'ws://127.0.0.1:PORT/usp'}",
+     "cannot reach the EUT's WebSocket server ws://127.0.0.1:PORT/usp"),
+])
+def test_external_setup_mistakes_are_one_line_suite_errors(pytester: pytest.Pytester,
+                                                           mtp: str, message: str) -> None:
+    """Missing TLS files, no agent_topic on an external broker, a port in use, an
+    unreachable url: exit status 2 and one line naming the problem and the fix."""
+    import socket
+
     _setup(pytester)
-    profile = pytester.path / "cpe.yaml"
-    profile.write_text(
-        "eut: {name: CPE, endpoint_id: 'os::00D09E-CPE-1', firmware_version: '1'}\n"
-        "features: [17]\n"
-        "mtps:\n  - {mtp: stomp}\n"
-        "controllers: {primary: {endpoint_id: 'proto::controller-1'}}\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
+    with socket.socket() as busy:  # a port in use (for the url: nothing listens on it)
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        if "url" not in mtp:
+            busy.listen()
+        else:
+            busy.close()
+        profile = pytester.path / "cpe.yaml"
+        profile.write_text(
+            "eut: {name: CPE, endpoint_id: 'os::00D09E-CPE-1', firmware_version: '1'}\n"
+            f"features: []\nmtps:\n  - {mtp.replace('PORT', str(port))}\n"
+            "controllers: {primary: {endpoint_id: 'proto::controller-1'}}\n"
+            "timeouts: {reconnect: 1}\n")
+        result = pytester.runpytest("-p", "no:cacheprovider", "--usp-eut", str(profile))
     out = result.stdout.str()
     assert result.ret == 2, out
-    assert "not supported yet" in out and "Traceback" not in out
-    assert _results(pytester.path / "reports")["eut"]["name"] == "CPE"
+    assert "Traceback" not in out
+    reason = _results(pytester.path / "reports")["cases"][0]["reason"]
+    assert message.replace("PORT", str(port)) in reason and "; fix: " in reason
+    assert "\n" not in reason and reason.startswith("could not start the test environment: ")

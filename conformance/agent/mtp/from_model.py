@@ -142,9 +142,12 @@ def _stomp(store: Store, mtp: str, eid: str, tls: TLSMaterial, timeline: Timelin
     routes = controller_routes(store, "STOMP", lambda c: (
         store.get(c + "STOMP.Destination")
         if store.get(c + "STOMP.Reference").rstrip(".") in ("", mine) else None))
-    return STOMPMTP(eid, cfg, destination=store.get(mtp + "STOMP.Destination"), controllers=routes,
-                    ssl_context=_ctx(tls.client, _true(store.get(conn + "EnableEncryption")), mtp),
-                    timeline=timeline, rng=rng)
+    stomp = STOMPMTP(eid, cfg, destination=store.get(mtp + "STOMP.Destination"),
+                     controllers=routes,
+                     ssl_context=_ctx(tls.client, _true(store.get(conn + "EnableEncryption")), mtp),
+                     timeline=timeline, rng=rng)
+    stomp.follow_destination(store, mtp + "STOMP.Destination")  # TP-469 6.10
+    return stomp
 
 
 def _websocket(store: Store, mtp: str, eid: str, tls: TLSMaterial, timeline: Timeline | None,

@@ -17,10 +17,18 @@ and to provoke:
   and its violations recorded as ``stomp.violation``;
 * in-process controller endpoints (:meth:`STOMPBroker.attach_controller`,
   :class:`~conformance.mtp.stomp.binding.STOMPBinding`);
-* :class:`STOMPScenario` hooks: ``subscribe-dest``, server heart-beat offer,
-  extra CONNECTED headers, ERROR instead of CONNECTED, close after N frames,
-  withheld RECEIPTs, refused connections (counted and timestamped for the
-  R-STOMP.7 retry checks of TP-469 6.3), silenced heart-beats.
+* :class:`STOMPScenario` hooks: ``subscribe-dest`` (also left out of the
+  first N CONNECTED frames, TP-469 6.7), server heart-beat offer, extra
+  CONNECTED headers, ERROR instead of CONNECTED, close after N frames,
+  withheld RECEIPTs, refused connections (all, or only the next N; counted
+  and timestamped for the R-STOMP.7 retry checks of TP-469 6.3), silenced
+  heart-beats, USP MESSAGE bodies cut short so that the agent gets a Record
+  it cannot parse (TP-469 6.9).
+
+Frame summaries (the decoded form of ``stomp.<COMMAND>`` entries) add the
+unescaped ``endpoint_id`` of CONNECT/STOMP frames and, for SEND and MESSAGE
+bodies, a ``record`` view of the USP Record carried (:func:`record_summary`),
+so that cases can match what a frame transports.
 
 Timeline kinds (mtp ``stomp``): ``stomp.<COMMAND>`` (``stomp.unknown`` for a
 command outside STOMP 1.2), ``stomp.heartbeat``, ``stomp.heartbeat_missed``,
@@ -46,6 +54,7 @@ from typing import Any, ClassVar, Self
 
 from conformance import __version__
 from conformance.mtp.binding import BindingClosed, InboundRecord
+from conformance.mtp.scenario import ConnectionView, ScenarioHost, ServerHost
 from conformance.mtp.stomp.binding import STOMPBinding
 from conformance.mtp.stomp.codec import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -68,12 +77,13 @@ from conformance.mtp.stomp.heartbeat import (
 )
 from conformance.mtp.stomp.validate import usp_endpoint_id, validate
 from conformance.mtp.timeline import Timeline
-from conformance.mtp.scenario import ConnectionView, ScenarioHost, ServerHost
-from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
+from conformance.mtp.waiting import StateChanges
+from conformance.usp import records
+from conformance.usp.schema import msg_type_name
 
 __all__ = ["MTP", "SERVER_NAME", "STOMPBroker", "STOMPScenario", "STOMPSession", "Subscription",
-           "frame_summary"]
+           "frame_summary", "record_summary"]
 
 _log = logging.getLogger(__name__)
 
@@ -122,15 +132,44 @@ class STOMPScenario:
     close_on_missed_heartbeat: bool = False
     #: The configured virtual host, checked on STOMP/CONNECT (R-STOMP.5).
     expected_host: str | None = None
+    #: Refuse only the next N connections, then accept again (TP-469 6.3: the server
+    #: comes back after the EUT failed to connect twice).
+    refuse_next_connections: int = 0
+    #: Leave ``subscribe_dest`` out of the first N CONNECTED frames, then send it
+    #: (TP-469 6.7: a session with no destination at all, then one the EUT can use).
+    subscribe_dest_skip: int = 0
+    #: Cut the last body byte of the next N USP MESSAGE frames sent to agents, so
+    #: that each carries a Record that cannot be parsed (TP-469 6.9).
+    corrupt_messages: int = 0
+
+    #: The fields that count down: each counts from the moment the scenario is set.
+    COUNTED: ClassVar[tuple[str, ...]] = ("refuse_next_connections", "subscribe_dest_skip",
+                                          "corrupt_messages")
 
     def __post_init__(self) -> None:
-        sx, sy = self.heart_beat
-        if not (isinstance(sx, int) and isinstance(sy, int)) or sx < 0 or sy < 0:
+        # Values from YAML case files arrive as lists; keep the documented tuple forms.
+        try:
+            object.__setattr__(self, "heart_beat", tuple(self.heart_beat))
+            object.__setattr__(self, "connected_headers",
+                               tuple(tuple(h) for h in self.connected_headers))
+        except TypeError:
+            raise ValueError("heart_beat is a pair of ints and connected_headers a list of "
+                             "(name, value) pairs") from None
+        if len(self.heart_beat) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for v in self.heart_beat):
             raise ValueError(f"heart_beat must be two non-negative ints, got {self.heart_beat!r}")
+        if any(len(h) != 2 or not all(isinstance(v, str) for v in h)
+               for h in self.connected_headers):
+            raise ValueError("connected_headers must be (name, value) string pairs")
         if not self.heartbeat_tolerance > 0:
             raise ValueError("heartbeat_tolerance must be > 0")
         if self.close_after_frames is not None and self.close_after_frames < 1:
             raise ValueError("close_after_frames must be >= 1")
+        for name in self.COUNTED:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -250,8 +289,55 @@ def frame_summary(frame: Frame) -> dict[str, Any]:
                            "body_length": len(frame.body)}
     if dups:
         out["duplicate_headers"] = dups
+    if frame.command in ("CONNECT", "STOMP"):
+        out["endpoint_id"] = usp_endpoint_id(frame)  # unescaped (R-STOMP.4 note)
     if frame.command == "ERROR" and frame.body:
         out["body_text"] = frame.body[:1000].decode("utf-8", "replace")
+    if frame.command in ("SEND", "MESSAGE") and frame.body:
+        out["record"] = record_summary(frame.body)
+    return out
+
+
+def record_summary(body: bytes) -> dict[str, Any]:
+    """What a USP Record body carries, as a mapping cases can match; never raises.
+
+    ``record_type`` (the ``record_type`` oneof, None when unset), ``version``,
+    ``to_id`` and ``from_id``; a connect or disconnect Record's own fields under
+    its type name (enums by name, ``"UNKNOWN(n)"`` outside the enum); the
+    ``msg_id`` and ``msg_type`` of a NoSessionContext payload (``msg_error`` when
+    it is not a Msg). A body that is not a Record gives ``{"error": reason}``.
+    """
+    try:
+        rec = records.parse_record(body)
+    except records.RecordDecodeError as exc:
+        return {"error": str(exc)[:200]}
+    kind = records.record_kind(rec)
+    out: dict[str, Any] = {"record_type": kind, "version": rec.version, "to_id": rec.to_id,
+                           "from_id": rec.from_id}
+    if kind in records.CONNECT_KINDS or kind == "disconnect":
+        out[kind] = _fields(getattr(rec, kind))
+    elif kind == "no_session_context":
+        try:
+            msg = records.parse_msg(rec.no_session_context.payload)
+        except records.MsgDecodeError as exc:
+            out["msg_error"] = str(exc)[:200]
+        else:
+            out["msg_id"] = msg.header.msg_id
+            out["msg_type"] = msg_type_name(msg.header.msg_type)
+    return out
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    """Every scalar field of a (flat) protobuf message, defaults included."""
+    out: dict[str, Any] = {}
+    for fd in message.DESCRIPTOR.fields:
+        value = getattr(message, fd.name)
+        if fd.enum_type is not None:
+            known = fd.enum_type.values_by_number.get(value)
+            value = known.name if known is not None else f"UNKNOWN({value})"
+        elif isinstance(value, bytes):
+            value = value.hex()
+        out[fd.name] = value
     return out
 
 
@@ -298,8 +384,10 @@ class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
         self._message_ids = itertools.count(1)
         #: ``time.monotonic()`` of every accepted connection, refused ones included.
         self.connection_attempts: list[float] = []
-        #: How many connections ``refuse_connections`` closed.
+        #: How many connections ``refuse_connections`` / ``refuse_next_connections`` closed.
         self.refused = 0
+        #: How much of each counted scenario field (STOMPScenario.COUNTED) is used up.
+        self._used: dict[str, int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -319,6 +407,21 @@ class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
         await self.close()
 
     # ------------------------------------------------------------------ scenario
+
+    def set_scenario(self, scenario: STOMPScenario | None = None,
+                     **changes: Any) -> STOMPScenario:
+        """Replace or change the scenario; its counted fields start counting again."""
+        new = super().set_scenario(scenario, **changes)
+        self._used = {}
+        return new
+
+    def _take(self, name: str) -> bool:
+        """Use one unit of the counted scenario field ``name``; False when none is left."""
+        used = self._used.get(name, 0)
+        if used >= getattr(self._scenario, name):
+            return False
+        self._used[name] = used + 1
+        return True
 
     # ------------------------------------------------------------------ inspection
 
@@ -393,9 +496,15 @@ class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
             raise BindingClosed(f"STOMP agent {to_id!r} is not subscribed to {dest!r}")
         extra = {"content-type": USP_CONTENT_TYPE, "reply-to-dest": reply_to}
         extra.update(headers or {})
+        body = bytes(data)
+        if body and self._take("corrupt_messages"):
+            # The last byte goes: the Record's final (length-delimited) field then
+            # overruns the body, so the Record cannot be parsed (TP-469 6.9).
+            body = body[:-1]
+            self._action(session.conn_id, "corrupt_message", to_id=to_id, length=len(body))
         for target, sub in targets:
             try:
-                await target.send_frame(self._message(dest, sub, bytes(data), list(extra.items())))
+                await target.send_frame(self._message(dest, sub, body, list(extra.items())))
             except ConnectionError as exc:
                 if target is session:
                     raise BindingClosed(f"STOMP agent {to_id!r}: {exc}") from None
@@ -440,7 +549,7 @@ class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
         """Count every attempt before TLS; refuse it when the scenario says so."""
         now = time.monotonic()
         self.connection_attempts.append(now)
-        if self._scenario.refuse_connections:
+        if self._scenario.refuse_connections or self._take("refuse_next_connections"):
             self.refused += 1
             self._action(conn_id, "refuse_connection", attempt=len(self.connection_attempts), t=now)
             return False
@@ -606,7 +715,10 @@ class STOMPBroker(ServerHost, ScenarioHost[STOMPScenario]):
         session.heart_beat = negotiate_heartbeat(session.client_heart_beat, scenario.heart_beat)
         headers = [("version", "1.2"), ("heart-beat", format_heartbeat(scenario.heart_beat)),
                    ("server", self.server_name), ("session", session.conn_id)]
-        if scenario.subscribe_dest is not None:
+        if scenario.subscribe_dest is not None and self._take("subscribe_dest_skip"):
+            self._action(session.conn_id, "subscribe_dest_skipped",
+                         left=scenario.subscribe_dest_skip - self._used["subscribe_dest_skip"])
+        elif scenario.subscribe_dest is not None:
             headers.append(("subscribe-dest", scenario.subscribe_dest))
             session.subscribe_dest = scenario.subscribe_dest
             self._action(session.conn_id, "subscribe_dest", value=scenario.subscribe_dest)

@@ -28,6 +28,7 @@ from conformance.mtp.stomp.broker import (
     STOMPScenario,
     Subscription,
     frame_summary,
+    record_summary,
 )
 from conformance.mtp.timeline import Timeline
 from conformance.mtp.transport import Connection, open_connection
@@ -840,3 +841,138 @@ def test_hostile_bytes_never_break_the_handler(prefix_connect, payload):
             await tl.expect("conn.close", within=STEP, direction="in")
         assert_no_handler_errors(tl)
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- TP-469 section 6 hooks
+
+
+def test_refuse_next_connections_counts_down_and_restarts_with_each_scenario():
+    """TP-469 6.3: the server refuses the next N attempts, then accepts again."""
+    async def main():
+        tl = Timeline()
+        async with running(tl, scenario=STOMPScenario(refuse_next_connections=2)) as broker:
+            for _ in range(2):
+                client = await RawClient.open(broker)
+                await client.send(stomp_frame())
+                assert await client.closed() == []
+            client = await connected_client(broker)
+            await client.close()
+            assert broker.refused == 2 and len(broker.connection_attempts) == 3
+            broker.set_scenario(refuse_next_connections=1)   # counts again from here
+            client = await RawClient.open(broker)
+            await client.send(stomp_frame())
+            assert await client.closed() == []
+            client = await connected_client(broker)
+            await client.close()
+            assert [a["attempt"] for a in actions(tl, "refuse_connection")] == [1, 2, 4]
+    asyncio.run(main())
+
+
+def test_subscribe_dest_skip_leaves_the_header_out_of_the_first_connected_frames():
+    """TP-469 6.7: CONNECTED without subscribe-dest first, with it afterwards."""
+    async def main():
+        tl = Timeline()
+        scenario = STOMPScenario(subscribe_dest="/usp/spare", subscribe_dest_skip=1)
+        async with running(tl, scenario=scenario) as broker:
+            first = await connected_client(broker)
+            connected = tl.filter("stomp.CONNECTED")
+            assert "subscribe-dest" not in connected[0].decoded["headers"]
+            assert broker.find_agent(AGENT).subscribe_dest is None
+            await first.close()
+            second = await connected_client(broker)
+            assert tl.filter("stomp.CONNECTED")[1].decoded["headers"]["subscribe-dest"] == \
+                "/usp/spare"
+            await second.close()
+            assert actions(tl, "subscribe_dest_skipped") == [
+                {"action": "subscribe_dest_skipped", "left": 0}]
+            # without a subscribe_dest there is nothing to skip
+            broker.set_scenario(subscribe_dest=None, subscribe_dest_skip=1)
+            await (await connected_client(broker)).close()
+            assert len(actions(tl, "subscribe_dest_skipped")) == 1
+            assert "subscribe-dest" not in tl.filter("stomp.CONNECTED")[-1].decoded["headers"]
+    asyncio.run(main())
+
+
+def test_corrupt_messages_cut_the_next_usp_bodies():
+    """TP-469 6.9: the next N MESSAGEs to the agent carry a Record that cannot be parsed."""
+    async def main():
+        tl = Timeline()
+        async with running(tl, scenario=STOMPScenario(corrupt_messages=1)) as broker:
+            binding = broker.attach_controller(CTRL, CTRL_DEST)
+            client = await connected_client(broker)
+            await subscribe(client)
+            data = usp_record(AGENT, CTRL)
+            await binding.send(data, to_id=AGENT)
+            await binding.send(data, to_id=AGENT)
+            first, second = await client.frame(), await client.frame()
+            assert first.body == data[:-1] and first.header("content-length") == str(len(data) - 1)
+            with pytest.raises(records.RecordDecodeError):
+                records.parse_record(first.body)
+            assert second.body == data
+            summaries = [e.decoded for e in tl.filter("stomp.MESSAGE", direction="out")]
+            assert "error" in summaries[0]["record"]
+            assert summaries[1]["record"]["record_type"] == "no_session_context"
+            assert actions(tl, "corrupt_message") == [
+                {"action": "corrupt_message", "to_id": AGENT, "length": len(data) - 1}]
+            await client.close()
+    asyncio.run(main())
+
+
+def test_scenario_counts_and_yaml_shapes():
+    """Counted fields are ints >= 0; YAML lists become the documented tuples."""
+    for name in STOMPScenario.COUNTED:
+        for bad in (-1, True, 1.5, "2"):
+            with pytest.raises(ValueError):
+                STOMPScenario(**{name: bad})
+    scenario = STOMPScenario(heart_beat=[10, 20], connected_headers=[["a", "b"]])
+    assert scenario.heart_beat == (10, 20) and scenario.connected_headers == (("a", "b"),)
+    with pytest.raises(ValueError):
+        STOMPScenario(heart_beat=[1, 2, 3])
+    with pytest.raises(ValueError):
+        STOMPScenario(heart_beat=(True, 0))
+    with pytest.raises(ValueError):
+        STOMPScenario(connected_headers=[["only-a-name"]])
+    with pytest.raises(ValueError):
+        STOMPScenario(heart_beat=5)
+    with pytest.raises(ValueError):
+        STOMPScenario(connected_headers=[1])
+    doc = STOMPScenario(refuse_next_connections=2).to_json()
+    assert doc["refuse_next_connections"] == 2 and "COUNTED" not in doc
+
+
+def test_frame_summary_shows_the_record_and_the_endpoint_id():
+    """What cases match (TP-469 6.2, 6.4, 6.12): the unescaped endpoint-id of a STOMP frame
+    and the Record a SEND or MESSAGE carries, connect Record fields by name."""
+    assert frame_summary(stomp_frame(AGENT_ESCAPED))["endpoint_id"] == AGENT
+    assert frame_summary(stomp_frame(None))["endpoint_id"] is None
+    connect = records.stomp_connect_record(to_id=CTRL, from_id=AGENT,
+                                           subscribed_destination=AGENT_DEST)
+    summary = frame_summary(usp_send(records.serialize(connect)))
+    assert summary["record"] == {
+        "record_type": "stomp_connect", "version": connect.version, "to_id": CTRL,
+        "from_id": AGENT,
+        "stomp_connect": {"version": "V1_2", "subscribed_destination": AGENT_DEST}}
+    connect.stomp_connect.version = 7
+    assert record_summary(records.serialize(connect))["stomp_connect"]["version"] == "UNKNOWN(7)"
+    msg = messages.request("get", {"param_paths": ["Device."]}, msg_id="m-1")
+    get = records.serialize(records.no_session_record(msg, to_id=AGENT, from_id=CTRL))
+    assert frame_summary(Frame("MESSAGE", [], get))["record"]["msg_type"] == "GET"
+    assert record_summary(get)["msg_id"] == "m-1"
+    bad_payload = records.serialize(records.no_session_record(b"\xff", to_id=AGENT,
+                                                              from_id=CTRL))
+    assert "msg_error" in record_summary(bad_payload)
+    assert "error" in record_summary(b"\xff\xff\xff")
+    assert record_summary(b"")["record_type"] is None
+    bye = records.disconnect_record(to_id=CTRL, from_id=AGENT, reason="bye", reason_code=7003)
+    assert record_summary(records.serialize(bye))["disconnect"] == {"reason": "bye",
+                                                                    "reason_code": 7003}
+    assert "record" not in frame_summary(Frame("SEND", [("destination", "/d")]))
+    assert "record" not in frame_summary(Frame("ERROR", [], b"x"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=300))
+def test_record_summary_never_raises(body):
+    out = record_summary(body)
+    assert isinstance(out, dict) and ("error" in out or "record_type" in out)
+    assert frame_summary(Frame("SEND", [], body))["body_length"] == len(body)
