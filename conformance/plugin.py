@@ -321,7 +321,8 @@ def _not_applicable(case: Any, opts: USPOptions, state: _RunState) -> str | None
     if missing:
         names = ", ".join(f"Feature ID {f}" for f in missing)
         return f"not applicable: the EUT does not support {names}"
-    if not case.applies_to(opts.mtp):
+    if not case.applies_to(opts.mtp) and not opts.eut:
+        # (with a profile, the runner judges this against the MTP the profile gives)
         return f"not applicable over {opts.mtp}: the case is about {', '.join(case.mtps)}"
     return None
 
@@ -367,7 +368,10 @@ def _environment(config: pytest.Config) -> Any:
 
         state.loop = asyncio.new_event_loop()
         try:
-            external = ExternalEnvironment(profile, None if opts.mtp == "mqtt" else opts.mtp)
+            # --usp-mtp names a run MTP; the profile entry is found by its kind
+            kind = {"mqtt": None, "mqtt311": "mqtt", "websocket-server": "websocket"}.get(
+                opts.mtp, opts.mtp)
+            external = ExternalEnvironment(profile, kind)
             state.env = state.loop.run_until_complete(external.__aenter__())
         except (RunnerError, OSError, ValueError) as exc:
             state.env_error = f"could not start the test environment: {exc}"
@@ -449,7 +453,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     profile = _profile(opts, state)
     eut = profile.report_info() if profile is not None else EUTInfo(name=opts.eut)
     eut.feature_ids = sorted(_features(opts, state))
-    eut.mtps = [opts.mtp]
+    eut.mtps = [getattr(state.env, "mtp", None) or opts.mtp]  # the MTP the run really used
     run = RunResult(
         eut=eut,
         cases=state.results, started=state.started,

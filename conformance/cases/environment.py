@@ -530,8 +530,12 @@ class ExternalEnvironment(_SuiteSide):
                              "subscribes to (its Device.LocalAgent.MTP.{i}.MQTT."
                              "ResponseTopicConfigured)")
         controller_connects = config.mtp == "websocket" and not config.suite_is_server
-        super().__init__("websocket-server" if controller_connects else config.mtp,
-                         profile.eut.endpoint_id, profile.timeouts.response)
+        run_mtp = config.mtp
+        if controller_connects:
+            run_mtp = "websocket-server"
+        elif isinstance(config, MQTTConfig) and config.version == "3.1.1":
+            run_mtp = "mqtt311"  # MQTT 5.0-only cases are then not applicable
+        super().__init__(run_mtp, profile.eut.endpoint_id, profile.timeouts.response)
         self.identities = {ident.role: ident.endpoint_id for ident in profile.controllers}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
