@@ -63,8 +63,9 @@ def markdown(cases: Iterable[Case]) -> str:
     total = run_total = 0
     for title, group in by_section.items():
         active = [c.case_id for c in group if c.functionality in ("mandatory", "conditional")]
-        other = [f"{c.case_id} ({c.functionality})" for c in group
-                 if c.functionality not in ("mandatory", "conditional")]
+        other = [f"{id_ranges([c.case_id for c in group if c.functionality == kind])} ({kind})"
+                 for kind in ("deprecated", "future")
+                 if any(c.functionality == kind for c in group)]
         total += len(group)
         run_total += len(active)
         lines.append(f"| {title} | {len(group)} | {id_ranges(active) or '-'} | "

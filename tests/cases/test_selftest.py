@@ -19,12 +19,36 @@ ROOT = Path(__file__).resolve().parents[2]
 SECTION_1 = ROOT / "testcases" / "01-messages-and-path-names"
 
 
-def test_every_section_1_case_is_killed_by_a_fault():
+def _section_1() -> list:
+    """The section-1 cases that run by default (deprecated and future ones do not)."""
     cases = [load_case(p) for p in iter_case_files(SECTION_1)]
-    assert all(c.killed_by for c in cases if c.functionality in ("mandatory", "conditional"))
-    rows = asyncio.run(run_matrix(cases))
-    assert all(r.ok for r in rows), table(rows)
-    assert {r.case_id for r in rows if r.fault is None} == {c.case_id for c in cases}
+    return [c for c in cases if c.functionality in ("mandatory", "conditional")]
+
+
+def test_section_1_is_complete():
+    """TP-469 1.1-1.107 less 1.69 (deleted): 106 files; 1.63 deprecated, 1.85 future."""
+    cases = {c.case_id: c for c in (load_case(p) for p in iter_case_files(SECTION_1))}
+    assert set(cases) == {f"1.{n}" for n in range(1, 108) if n != 69}
+    assert cases["1.63"].functionality == "deprecated"
+    assert cases["1.85"].functionality == "future"
+
+
+@pytest.mark.timeout(1800)
+def test_section_1_kill_matrix_over_mqtt_and_clean_runs_over_websocket():
+    """Issue 6's selftest in CI: the kill matrix over MQTT 5.0 and the clean runs over
+    WebSocket (the agent dials the suite), run side by side (they mostly wait)."""
+    cases = _section_1()
+    assert all(c.killed_by for c in cases)
+
+    async def both() -> tuple[list[Row], list[Row]]:
+        return await asyncio.gather(run_matrix(cases, jobs=4),
+                                    run_matrix(cases, mtp="websocket", faults=False, jobs=3))
+    mqtt, websocket = asyncio.run(both())
+    assert all(r.ok for r in mqtt), table(mqtt)
+    assert {r.case_id for r in mqtt if r.fault is None} == {c.case_id for c in cases}
+    assert not [r for r in mqtt if r.verdict == "skip"]  # MQTT carries every identity
+    assert all(r.ok for r in websocket), table(websocket)
+    assert all(r.fault is None for r in websocket)
 
 
 def test_row_judgement():
@@ -64,3 +88,32 @@ def test_killed_by_is_validated(tmp_path, killed_by, message):
     with pytest.raises(CaseSchemaError, match=message):
         load_case(target)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+#: MTP sections and the runs of the reference agent they are proven over (issue 7).
+MTP_SECTIONS = [("06-stomp", "stomp"), ("07-websocket", "websocket"),
+                ("07-websocket", "websocket-server"), ("11-mqtt", "mqtt"),
+                ("11-mqtt", "mqtt311"), ("uds", "uds")]
+
+
+@pytest.mark.timeout(1800)
+def test_mtp_sections_kill_matrices():
+    """Issue 7's selftest in CI: each MTP section's cases pass clean and fail on every fault
+    of their killed_by, over each run they are about (all runs side by side)."""
+    plans = []
+    for folder, mtp in MTP_SECTIONS:
+        root = ROOT / "testcases" / folder
+        cases = [c for c in (load_case(p) for p in iter_case_files(root))
+                 if c.functionality in ("mandatory", "conditional")] if root.is_dir() else []
+        assert all(c.killed_by for c in cases), folder
+        if cases:
+            plans.append((folder, mtp, cases))
+
+    async def every() -> list[list[Row]]:
+        return await asyncio.gather(*(run_matrix(cases, mtp=mtp, jobs=2)
+                                      for _, mtp, cases in plans))
+    for (folder, mtp, cases), rows in zip(plans, asyncio.run(every())):
+        assert all(r.ok for r in rows), f"{folder} over {mtp}:\n" + table(rows)
+        ran = {r.case_id for r in rows if r.verdict != "skip"}
+        # every case about this MTP really ran (the TLS ones in a TLS run of the agent)
+        assert {c.case_id for c in cases if c.applies_to(mtp)} <= ran, table(rows)

@@ -91,9 +91,7 @@ def _mqtt(store: Store, mtp: str, eid: str, tls: TLSMaterial, timeline: Timeline
         raise ModelError(f"{mtp}MQTT.Reference does not name a Device.MQTT.Client instance")
     if not _true(store.get(client + "Enable")):
         return None
-    subs = tuple(MQTTSubscription(store.get(s + "Topic"), _int(store.get(s + "QoS"), 1))
-                 for s in store.instances(client + "Subscription.")
-                 if _true(store.get(s + "Enable")))
+    subs = _mqtt_subscriptions(store, client)
     cfg = MQTTClientConfig(
         broker_address=store.get(client + "BrokerAddress"),
         broker_port=_int(store.get(client + "BrokerPort"), 1883),
@@ -114,9 +112,27 @@ def _mqtt(store: Store, mtp: str, eid: str, tls: TLSMaterial, timeline: Timeline
         store.get(c + "MQTT.Topic")
         if store.get(c + "MQTT.AgentMTPReference").rstrip(".") in ("", mine) else None))
     use_tls = store.get(client + "TransportProtocol") == "TLS"
-    return MQTTMTP(eid, cfg, response_topic_configured=store.get(mtp + "MQTT.ResponseTopicConfigured"),
-                   publish_qos=_int(store.get(mtp + "MQTT.PublishQoS"), 1), controllers=routes,
-                   ssl_context=_ctx(tls.client, use_tls, mtp), timeline=timeline, rng=rng)
+    built = MQTTMTP(eid, cfg, response_topic_configured=store.get(mtp + "MQTT.ResponseTopicConfigured"),
+                    publish_qos=_int(store.get(mtp + "MQTT.PublishQoS"), 1), controllers=routes,
+                    ssl_context=_ctx(tls.client, use_tls, mtp), timeline=timeline, rng=rng)
+    # R-MQTT.9 / R-MQTT.11: the ClientID in use is saved; R-MQTT.15 / R-MQTT.34: the
+    # Subscription table is followed while connected (TP-469 11.4, 11.5, 11.9, 11.13).
+    built.on_client_id = lambda cid: store.set(client + "ClientID", cid)
+    table = client + "Subscription."
+
+    def follow(change: object) -> None:
+        if getattr(change, "path", "").startswith(table):
+            built.set_subscriptions(_mqtt_subscriptions(store, client))
+
+    store.listen(follow)
+    return built
+
+
+def _mqtt_subscriptions(store: Store, client: str) -> tuple[MQTTSubscription, ...]:
+    """The enabled ``Device.MQTT.Client.{i}.Subscription.{i}`` Topic Filters and QoS."""
+    return tuple(MQTTSubscription(store.get(s + "Topic"), _int(store.get(s + "QoS"), 1))
+                 for s in store.instances(client + "Subscription.")
+                 if _true(store.get(s + "Enable")))
 
 
 def _stomp(store: Store, mtp: str, eid: str, tls: TLSMaterial, timeline: Timeline | None,

@@ -39,14 +39,28 @@ Per connection (R-MQTT.6):
 * A failed connection or one the server ended enters the retry state with
   the ConnectRetry* back-off (R-MQTT.10, R-MQTT.33, TP-469 11.6 / 11.16);
   stopping sends DISCONNECT (R-MQTT.35).
+
+Hooks for the owner of the data model (TP-469 11.4, 11.5, 11.9, 11.13):
+:attr:`MQTTMTP.on_client_id` is called with the ClientID a connection used
+when it differs from the configured one (an Assigned Client Identifier,
+R-MQTT.9, or the 3.1.1 Endpoint ID fallback), so that it is saved in
+``Device.MQTT.Client.{i}.ClientID`` and reused (R-MQTT.11);
+:meth:`MQTTMTP.set_subscriptions` applies a changed Subscription table on the
+live connection: SUBSCRIBE for new or re-enabled Topic Filters, UNSUBSCRIBE
+for removed or disabled ones (R-MQTT.15, R-MQTT.34).
+
+Named faults (``mqtt.*``, see :data:`FAULTS`) break one rule each at the one
+place the rule is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import ssl
+import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +71,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conformance.agent.mtp.backoff import Backoff, MQTTRetry
+from conformance.agent.faults import register
+from conformance.agent.mtp.backoff import Backoff, MQTTRetry, RetryPolicy
 from conformance.agent.mtp.base import (
     AgentMTP,
     ControllerRoute,
@@ -72,6 +87,7 @@ from conformance.usp.schema import MQTTConnectRecord
 
 __all__ = [
     "CONTENT_TYPES",
+    "FAULTS",
     "MQTTMTP",
     "USP_CONTENT_TYPE",
     "MQTTClientConfig",
@@ -87,6 +103,71 @@ USP_CONTENT_TYPE = "usp.msg"
 CONTENT_TYPES = frozenset({USP_CONTENT_TYPE, "application/vnd.bbf.usp.msg"})
 _REPLY_TO = "/reply-to="
 _VERSIONS = {"5.0": 5, "3.1.1": 4}
+
+#: The client's named faults: (name, requirement it breaks, what the client does wrong).
+FAULTS: tuple[tuple[str, str, str], ...] = (
+    ("mqtt.no_credentials", "R-MQTT.7, TP-469 11.2",
+     "leaves the configured User Name and Password out of CONNECT"),
+    ("mqtt.client_id_changes", "R-MQTT.11, TP-469 11.5",
+     "connects with a new random ClientID every time instead of the configured one"),
+    ("mqtt.assigned_client_id_not_saved", "R-MQTT.9, TP-469 11.4",
+     ("does not save the ClientID it connected with (the Assigned Client Identifier) "
+      "in Device.MQTT.Client.{i}.ClientID")),
+    ("mqtt.retry_immediately", "R-MQTT.10, R-MQTT.33, TP-469 11.6/11.16",
+     "reconnects at once after a failed or lost connection (no ConnectRetryTime wait)"),
+    ("mqtt.retry_no_multiplier", "R-MQTT.10, TP-469 11.6",
+     "waits exactly ConnectRetryTime before every retry (ignores the interval multiplier)"),
+    ("mqtt.no_keep_alive", "R-MQTT.14, TP-469 11.7",
+     "sends Keep Alive 0 in CONNECT whatever KeepAliveTime says"),
+    ("mqtt.ignore_server_keep_alive", "MQTT 5.0 §3.2.2.3.14, TP-469 11.7",
+     "keeps its own Keep Alive when the CONNACK gives a Server Keep Alive"),
+    ("mqtt.no_request_response_information", "R-MQTT.12, TP-469 11.8",
+     "does not set Request Response Information to 1 in a 5.0 CONNECT"),
+    ("mqtt.ignore_subscribe_topic", "R-MQTT.15, TP-469 11.8",
+     "leaves the CONNACK subscribe-topic User Properties out of its SUBSCRIBE"),
+    ("mqtt.response_information_not_subscribed", "R-MQTT.15, TP-469 11.8",
+     "does not SUBSCRIBE to the CONNACK Response Information"),
+    ("mqtt.ignore_new_subscriptions", "R-MQTT.15, TP-469 11.9/11.13",
+     "sends no SUBSCRIBE for a Subscription added or enabled while connected"),
+    ("mqtt.no_unsubscribe", "R-MQTT.34, TP-469 11.9",
+     "sends no UNSUBSCRIBE when a Subscription is disabled or deleted while connected"),
+    ("mqtt.stay_without_subscribe_topic", "R-MQTT.16, TP-469 11.10",
+     ("stays connected (on ResponseTopicConfigured) with neither a subscribe-topic nor a "
+      "configured Subscription")),
+    ("mqtt.ignore_suback_failure", "R-MQTT.17, TP-469 11.11",
+     "treats refused Topic Filters as granted: no DISCONNECT, Records published"),
+    ("mqtt.no_reply_to", "R-MQTT.22..R-MQTT.24, TP-469 11.12",
+     ("publishes Records without its reply-to topic (no 5.0 Response Topic, no 3.1.1 "
+      "/reply-to= part)")),
+    ("mqtt.drop_qos0", "R-MQTT.20, TP-469 11.13",
+     "drops PUBLISHes delivered at QoS 0"),
+    ("mqtt.ignore_reply_to", "R-MQTT.25, R-MQTT.26, TP-469 11.14",
+     ("answers on the Controller's configured topic instead of the reply-to topic of the "
+      "PUBLISH it answers")),
+    ("mqtt.usp_msg_content_type_only", "R-MQTT.27a, TP-469 11.15",
+     "drops 5.0 PUBLISHes whose Content Type is application/vnd.bbf.usp.msg"),
+    ("mqtt.connect_record_wrong_topic", "R-MTP.6, TP-469 11.17",
+     "puts the Controller's topic, which it is not subscribed to, in the MQTTConnectRecord"),
+    ("mqtt.connect_record_wrong_version", "R-MTP.6, TP-469 11.17",
+     "puts the other MQTT version in the MQTTConnectRecord"),
+    ("mqtt.tls_disabled", "R-MQTT.48, TP-469 11.3",
+     "connects without TLS even when TransportProtocol is TLS"),
+)
+for _name, _requirement, _text in FAULTS:
+    register(_name, _requirement, _text)
+
+
+@dataclass(frozen=True)
+class _FixedRetry:
+    """A broken retry policy for faults: the same wait before every retry."""
+
+    seconds: float
+
+    def bounds(self, retry: int) -> tuple[float, float]:
+        return self.seconds, self.seconds
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return self.seconds
 
 
 @dataclass(frozen=True)
@@ -246,6 +327,13 @@ class MQTTMTP(AgentMTP):
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._said_bye: weakref.WeakSet[paho.Client] = weakref.WeakSet()
+        #: Called with the ClientID a connection used when it differs from the configured
+        #: one, to be saved as ``ClientID`` (R-MQTT.9, R-MQTT.11); set by the owner.
+        self.on_client_id: Callable[[str], None] | None = None
+        #: Topic Filters of the current connection that do not come from the
+        #: Subscription table (subscribe-topic, Response Information, ...).
+        self._extra_filters: list[str] = []
+        self._updates: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ properties
 
@@ -300,8 +388,16 @@ class MQTTMTP(AgentMTP):
         """Whether the connect / retry loop is still going (False once stopped or disabled)."""
         return self._task is not None and not self._task.done()
 
+    def _retry_policy(self) -> RetryPolicy:
+        """ConnectRetry* (R-MQTT.10, R-MQTT.33), unless a fault breaks it."""
+        if self.faults.on("mqtt.retry_immediately"):
+            return _FixedRetry(0.0)
+        if self.faults.on("mqtt.retry_no_multiplier"):
+            return _FixedRetry(self.config.retry.connect_retry_time)
+        return self.config.retry
+
     async def _run(self) -> None:
-        backoff = Backoff(self.config.retry, self.rng)
+        backoff = Backoff(self._retry_policy(), self.rng)
         first = True
         try:
             while not self.stopping and not self.disabled:
@@ -322,6 +418,8 @@ class MQTTMTP(AgentMTP):
     def _new_client(self) -> paho.Client:
         cfg = self.config
         v5 = cfg.level == 5
+        if self.faults.on("mqtt.client_id_changes"):
+            self._client_id = f"cid-{uuid.uuid4().hex[:12]}"
         kwargs: dict[str, Any] = {"client_id": self._client_id,
                                   "protocol": paho.MQTTv5 if v5 else paho.MQTTv311,
                                   "reconnect_on_failure": False}
@@ -329,12 +427,13 @@ class MQTTMTP(AgentMTP):
             kwargs["clean_session"] = cfg.clean_start
         client = paho.Client(CallbackAPIVersion.VERSION2, **kwargs)
         client.connect_timeout = self.connect_timeout
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if self.ssl_context is not None:
+        if cfg.username is not None and not self.faults.on("mqtt.no_credentials"):
+            client.username_pw_set(cfg.username, cfg.password)  # R-MQTT.7
+        if self.ssl_context is not None and not self.faults.on("mqtt.tls_disabled"):
             client.tls_set_context(self.ssl_context)
         client.on_connect = self._cb_connect
         client.on_subscribe = self._cb_subscribe
+        client.on_unsubscribe = self._cb_unsubscribe
         client.on_message = self._cb_message
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -346,19 +445,24 @@ class MQTTMTP(AgentMTP):
             return None
         props = Properties(PacketTypes.CONNECT)
         props.UserProperty = ("usp-endpoint-id", self.endpoint_id)  # R-MQTT.13
-        if cfg.request_response_information:
+        if cfg.request_response_information and not self.faults.on(
+                "mqtt.no_request_response_information"):
             props.RequestResponseInformation = 1  # R-MQTT.12
         if cfg.session_expiry_interval is not None:
             props.SessionExpiryInterval = cfg.session_expiry_interval
         return props
 
+    def _keep_alive(self) -> int:
+        """The CONNECT Keep Alive: KeepAliveTime (R-MQTT.14)."""
+        return 0 if self.faults.on("mqtt.no_keep_alive") else self.config.keep_alive_time
+
     def _blocking_connect(self, client: paho.Client, props: Properties | None) -> None:
         cfg = self.config
         if cfg.level == 5:
-            client.connect(cfg.broker_address, cfg.broker_port, cfg.keep_alive_time,
+            client.connect(cfg.broker_address, cfg.broker_port, self._keep_alive(),
                            clean_start=cfg.clean_start, properties=props)
         else:
-            client.connect(cfg.broker_address, cfg.broker_port, cfg.keep_alive_time)
+            client.connect(cfg.broker_address, cfg.broker_port, self._keep_alive())
 
     async def _session(self, backoff: Backoff) -> None:
         loop = asyncio.get_running_loop()
@@ -371,7 +475,7 @@ class MQTTMTP(AgentMTP):
         self._lost = loop.create_future()
         self._record("mqtt.CONNECT", direction="out", conn_id=conn_id, decoded={
             "protocol_level": cfg.level, "client_id": self._client_id,
-            "clean_start": cfg.clean_start, "keep_alive": cfg.keep_alive_time,
+            "clean_start": cfg.clean_start, "keep_alive": self._keep_alive(),
             "username": cfg.username, "password": cfg.password is not None,
             "properties": _props_json(props), "tls": self.tls,
             "broker": f"{cfg.broker_address}:{cfg.broker_port}"})
@@ -399,6 +503,7 @@ class MQTTMTP(AgentMTP):
                              decoded={"state": "refused" if connack else "no_connack"})
                 return
             backoff.reset()
+            self._save_client_id()
             if not await self._subscribe(client, connack):
                 return
             self._connected = was_connected = True
@@ -415,6 +520,22 @@ class MQTTMTP(AgentMTP):
             self._client = None
             if was_connected:
                 self._notify_disconnected()
+
+    def _save_client_id(self) -> None:
+        """R-MQTT.9 / R-MQTT.11: the ClientID this connection used becomes the configured
+        one (an Assigned Client Identifier, or the 3.1.1 Endpoint ID fallback)."""
+        used = self._client_id
+        if not used or used == self.config.client_id:
+            return
+        if self.faults.on("mqtt.assigned_client_id_not_saved") or self.faults.on(
+                "mqtt.client_id_changes"):
+            return
+        self.config = dataclasses.replace(self.config, client_id=used)
+        if self.on_client_id is not None:
+            try:
+                self.on_client_id(used)
+            except Exception:  # noqa: BLE001 - the owner's bug must not drop the connection
+                _log.exception("mqtt: on_client_id handler failed")
 
     @staticmethod
     def _join(client: paho.Client) -> None:
@@ -450,17 +571,26 @@ class MQTTMTP(AgentMTP):
         """R-MQTT.15..R-MQTT.17; True when subscribed and a reply-to topic is known."""
         cfg = self.config
         subscribe_topics = [v for k, v in connack.user_properties if k == "subscribe-topic"]
-        if not subscribe_topics and not cfg.subscriptions:  # R-MQTT.16
+        if not subscribe_topics and not cfg.subscriptions and not self.faults.on(
+                "mqtt.stay_without_subscribe_topic"):  # R-MQTT.16
             self.disabled = True
             self._record("mqtt.state", direction="local", conn_id=self.conn_id,
                          decoded={"state": "disabled", "rule": "R-MQTT.16"},
                          note="no subscribe-topic and no configured Subscription")
             self._disconnect(client, "R-MQTT.16")
             return False
+        if self.faults.on("mqtt.ignore_subscribe_topic"):
+            subscribe_topics = []
         plan, reply = subscription_plan(
             level=cfg.level, configured=cfg.subscriptions, subscribe_topics=subscribe_topics,
             response_information=self.response_information,
             response_topic_configured=self.response_topic_configured, qos=self.subscribe_qos)
+        configured = {sub.topic for sub in cfg.subscriptions}
+        if self.faults.on("mqtt.response_information_not_subscribed"):
+            kept = configured | set(subscribe_topics)
+            plan = [(t, q) for t, q in plan if t != self.response_information or t in kept]
+        if not plan:
+            return False
         rc, mid = client.subscribe(plan)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return False
@@ -475,6 +605,8 @@ class MQTTMTP(AgentMTP):
         if codes is None:
             return False
         granted = [topic for (topic, _), code in zip(plan, codes, strict=False) if code < 0x80]
+        if self.faults.on("mqtt.ignore_suback_failure"):
+            granted = [topic for topic, _ in plan]
         if not granted:  # R-MQTT.17
             self._record("mqtt.state", direction="local", conn_id=self.conn_id,
                          decoded={"state": "subscribe_failed", "rule": "R-MQTT.17",
@@ -490,16 +622,22 @@ class MQTTMTP(AgentMTP):
             self._disconnect(client, "R-MQTT.22")
             return False
         self.subscribed_topics = granted
+        needed = {*subscribe_topics, self.response_information}
+        self._extra_filters = [t for t, _ in plan if t not in configured or t in needed]
         self.reply_topic = reply
         return True
 
     async def _send_connect_records(self) -> None:
-        version = MQTTConnectRecord.V5 if self.level == 5 else MQTTConnectRecord.V3_1_1
+        v5 = (self.level == 5) != self.faults.on("mqtt.connect_record_wrong_version")
+        version = MQTTConnectRecord.V5 if v5 else MQTTConnectRecord.V3_1_1
         for route in self.controllers.values():
             if not route.address:
                 continue
+            topic = self.reply_topic or ""
+            if self.faults.on("mqtt.connect_record_wrong_topic"):
+                topic = route.address
             data = self._connect_record(route.endpoint_id, mqtt_version=version,
-                                        subscribed_topic=self.reply_topic or "")
+                                        subscribed_topic=topic)
             try:
                 await self.send(data, to_id=route.endpoint_id)
             except ConnectionError:
@@ -507,6 +645,63 @@ class MQTTMTP(AgentMTP):
             self._record("mqtt.connect_record", direction="out", conn_id=self.conn_id,
                          decoded={"to_id": route.endpoint_id, "topic": route.address,
                                   "subscribed_topic": self.reply_topic})
+
+    # ------------------------------------------------------------------ configuration changes
+
+    def set_subscriptions(self, subscriptions: Sequence[MQTTSubscription]) -> None:
+        """The enabled ``Subscription`` table changed: use it for later connections and,
+        when connected, SUBSCRIBE to new Topic Filters (R-MQTT.15) and UNSUBSCRIBE from
+        ones no longer configured (R-MQTT.34). Call it on the event loop thread."""
+        new = tuple(subscriptions)
+        old = self.config.subscriptions
+        if new == old:
+            return
+        self.config = dataclasses.replace(self.config, subscriptions=new)
+        client = self._client
+        if not self.connected or client is None:
+            return  # the next connection subscribes to the new table
+        before = {sub.topic: sub.qos for sub in old}
+        after = {sub.topic: sub.qos for sub in new}
+        added = [(t, q) for t, q in after.items() if before.get(t) != q]
+        removed = [t for t in before if t not in after and t not in self._extra_filters]
+        if self.faults.on("mqtt.ignore_new_subscriptions"):
+            added = []
+        if self.faults.on("mqtt.no_unsubscribe"):
+            removed = []
+        if added or removed:
+            task = asyncio.get_running_loop().create_task(
+                self._resubscribe(client, added, removed))
+            self._updates.add(task)
+            task.add_done_callback(self._updates.discard)
+
+    async def _resubscribe(self, client: paho.Client, added: list[tuple[str, int]],
+                           removed: list[str]) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE on the current connection (its SUBACK updates
+        :attr:`subscribed_topics`)."""
+        if removed:
+            rc, mid = client.unsubscribe(removed)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._record("mqtt.UNSUBSCRIBE", direction="out", conn_id=self.conn_id,
+                             decoded={"packet_id": mid, "topic_filters": removed})
+                self.subscribed_topics = [t for t in self.subscribed_topics if t not in removed]
+                self._changed()
+        if not added:
+            return
+        rc, mid = client.subscribe(added)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._subacks[mid] = fut
+        self._record("mqtt.SUBSCRIBE", direction="out", conn_id=self.conn_id,
+                     decoded={"packet_id": mid, "subscriptions": [list(p) for p in added]})
+        try:
+            codes = await self._wait(fut)
+        finally:
+            self._subacks.pop(mid, None)
+        for (topic, _), code in zip(added, codes or [], strict=False):
+            if code < 0x80 and topic not in self.subscribed_topics:
+                self.subscribed_topics.append(topic)
+        self._changed()
 
     # ------------------------------------------------------------------ paho thread -> loop
 
@@ -531,11 +726,18 @@ class MQTTMTP(AgentMTP):
         extra = (getattr(properties, "AssignedClientIdentifier", None),
                  getattr(properties, "ResponseInformation", None),
                  getattr(properties, "MaximumQoS", None))
+        if self.faults.on("mqtt.ignore_server_keep_alive"):
+            # paho adopted the Server Keep Alive before this callback; undo it (paho thread)
+            client._keepalive = self._keep_alive()
         self._bridge(client, self._on_connack, info, *extra)
 
     def _cb_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any],
                       properties: Properties | None) -> None:
         self._bridge(client, self._on_suback, mid, [int(r.value) for r in reasons])
+
+    def _cb_unsubscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any],
+                        properties: Properties | None) -> None:
+        self._bridge(client, self._on_unsuback, mid, [int(r.value) for r in reasons])
 
     def _cb_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
@@ -574,6 +776,10 @@ class MQTTMTP(AgentMTP):
         if fut is not None and not fut.done():
             fut.set_result(codes)
 
+    def _on_unsuback(self, mid: int, codes: list[int]) -> None:
+        self._record("mqtt.UNSUBACK", direction="in", conn_id=self.conn_id,
+                     decoded={"packet_id": mid, "reason_codes": codes})
+
     def _on_puback(self, mid: int) -> None:
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
@@ -584,9 +790,14 @@ class MQTTMTP(AgentMTP):
         conn_id = self.conn_id or ""
         self._record("mqtt.PUBLISH", direction="in", conn_id=conn_id, raw=payload, decoded={
             "topic": topic, "qos": qos, "properties": properties, "payload_length": len(payload)})
+        if qos == 0 and self.faults.on("mqtt.drop_qos0"):
+            return
         if self.level == 5:
             reply_to = response_topic  # R-MQTT.26
-            if content_type is not None and content_type not in CONTENT_TYPES:  # R-MQTT.27a
+            accepted = CONTENT_TYPES
+            if self.faults.on("mqtt.usp_msg_content_type_only"):
+                accepted = frozenset({USP_CONTENT_TYPE})
+            if content_type is not None and content_type not in accepted:  # R-MQTT.27a
                 self._record("mqtt.dropped", direction="local", conn_id=conn_id,
                              decoded={"reason": f"Content Type {content_type[:80]!r}"})
                 return
@@ -597,6 +808,8 @@ class MQTTMTP(AgentMTP):
             self._record("mqtt.dropped", direction="local", conn_id=conn_id,
                          decoded={"reason": "payload is not a USP Record"})
             return
+        if self.faults.on("mqtt.ignore_reply_to"):
+            reply_to = None  # the answer goes to the configured Controller topic
         hint = next((c.endpoint_id for c in self.controllers.values()
                      if reply_to and c.address == reply_to), None)
         self._deliver(payload, Route(self.name, conn_id, reply_to or None, hint))
@@ -625,10 +838,14 @@ class MQTTMTP(AgentMTP):
         qos = self.publish_qos if self.maximum_qos is None else min(self.publish_qos,
                                                                     self.maximum_qos)
         props: Properties | None = None
+        bare = self.faults.on("mqtt.no_reply_to")
         if self.level == 5:  # R-MQTT.23 / R-MQTT.27
             props = Properties(PacketTypes.PUBLISH)
-            props.ResponseTopic = self.reply_topic
+            if not bare:
+                props.ResponseTopic = self.reply_topic
             props.ContentType = USP_CONTENT_TYPE
+            name = topic
+        elif bare:
             name = topic
         else:  # R-MQTT.24
             name = f"{topic}{_REPLY_TO}{self.reply_topic.replace('/', '%2F')}"

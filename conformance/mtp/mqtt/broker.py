@@ -33,8 +33,10 @@ Timeline kinds (mtp ``mqtt``): ``mqtt.<TYPE>``, ``mqtt.violation``
 ``mqtt.decode_error``, ``mqtt.scenario`` (decoded ``{action, ...}``),
 ``mqtt.keepalive_timeout``, ``mqtt.connect_timeout``,
 ``mqtt.session_taken_over``, ``mqtt.will``, ``mqtt.unrouted``,
-``mqtt.dropped``, ``mqtt.controller_attached``, ``mqtt.sink_error`` and
-``mqtt.read_error``.
+``mqtt.dropped``, ``mqtt.controller_attached``, ``mqtt.sink_error``,
+``mqtt.read_error`` and ``mqtt.connect_record`` (an agent's MQTTConnectRecord:
+its version, ``subscribed_topic`` and the agent's Topic Filters covering it).
+Every inbound packet's decoded form carries the connection's ``protocol_level``.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ from conformance.mtp.timeline import Timeline
 from conformance.mtp.scenario import ScenarioHost, ServerHost
 from conformance.mtp.waiting import StateChanges
 from conformance.mtp.transport import Connection, Server
-from conformance.usp.records import RecordDecodeError, parse_record
+from conformance.usp.records import RecordDecodeError, parse_record, record_kind
+from conformance.usp.schema import MQTTConnectRecord, Record
 
 __all__ = ["DEFAULT_AGENT_TOPIC", "MTP", "MQTTBroker", "MQTTScenario"]
 
@@ -191,6 +194,23 @@ class MQTTScenario:
     close_on_violation: bool = True
     #: A client is disconnected after ``keep_alive * keep_alive_tolerance`` of silence.
     keep_alive_tolerance: float = 1.5
+    #: Close this many new connections at accept (before TLS), counted from the moment
+    #: the field is set, then accept again: a server that is down for a while (TP-469 11.6).
+    refuse_next_connections: int = 0
+    #: One-shot: when set, every connected client is sent DISCONNECT with this 5.0 Reason
+    #: Code at once (a 3.1.1 client's connection is just closed: 3.1.1 servers send no
+    #: DISCONNECT), then the field goes back to None (TP-469 11.16).
+    disconnect_reason_code: int | None = None
+    #: Topic the controllers PUBLISH to agents on (3.1.1: followed by ``/reply-to=``);
+    #: None: the agent's learned or configured topic (TP-469 11.9 and 11.13).
+    agent_topic: str | None = None
+    #: Content Type of the controllers' PUBLISHes to 5.0 agents: None keeps each
+    #: controller's own (``usp.msg``), "" leaves the property out (TP-469 11.15).
+    publish_content_type: str | None = None
+    #: Appended to a controller's topic to form the "reply to" topic its PUBLISHes carry
+    #: (5.0 Response Topic, 3.1.1 ``/reply-to=``); PUBLISHes to that topic reach the same
+    #: controller. "" (default): the controller's own topic (TP-469 11.14).
+    controller_reply_suffix: str = ""
 
     def __post_init__(self) -> None:
         for name in ("subscribe_topics", "connack_user_properties", "suback_reason_codes"):
@@ -217,6 +237,16 @@ class MQTTScenario:
             raise ValueError("close_after_packets must be >= 1")
         if not self.keep_alive_tolerance > 0:
             raise ValueError("keep_alive_tolerance must be > 0")
+        if self.refuse_next_connections < 0:
+            raise ValueError("refuse_next_connections must be >= 0")
+        if self.disconnect_reason_code is not None and not (
+                self.disconnect_reason_code == 0 or 0x04 <= self.disconnect_reason_code <= 0xFF):
+            raise ValueError("disconnect_reason_code must be a DISCONNECT Reason Code (0..255)")
+        if self.agent_topic is not None and topic_name_problems(self.agent_topic):
+            raise ValueError(f"agent_topic {self.agent_topic!r} is not a valid Topic Name")
+        suffix = self.controller_reply_suffix
+        if suffix and (not suffix.startswith("/") or any(c in suffix for c in "+#\0")):
+            raise ValueError("controller_reply_suffix must start with '/' and hold no wildcards")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict of every field."""
@@ -301,8 +331,9 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         self._ids = itertools.count(1)
         #: ``time.monotonic()`` of every connection attempt, refused ones included.
         self.connection_attempts: list[float] = []
-        #: How many connections ``refuse_connections`` closed.
+        #: How many connections ``refuse_connections`` / ``refuse_next_connections`` closed.
         self.refused = 0
+        self._refuse_left = self._scenario.refuse_next_connections
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -328,6 +359,29 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         await self.close()
 
     # ------------------------------------------------------------------ scenario
+
+    def set_scenario(self, scenario: MQTTScenario | None = None, **changes: Any) -> MQTTScenario:
+        """Replace the scenario or change fields of it (see :class:`ScenarioHost`).
+
+        ``refuse_next_connections`` starts counting when it is given;
+        ``disconnect_reason_code`` acts at once (needs a running event loop) and is
+        cleared again.
+        """
+        new = super().set_scenario(scenario, **changes)
+        given = set(changes) if scenario is None else {f.name for f in dataclasses.fields(new)}
+        if "refuse_next_connections" in given:
+            self._refuse_left = new.refuse_next_connections
+        code = new.disconnect_reason_code
+        if code is not None:
+            self._scenario = new = dataclasses.replace(new, disconnect_reason_code=None)
+            if "disconnect_reason_code" in given:
+                for client in list(self._by_client_id.values()):
+                    self._spawn(self._disconnect_quietly(client.client_id, code))
+        return new
+
+    async def _disconnect_quietly(self, client_id: str, code: int) -> None:
+        with contextlib.suppress(LookupError):
+            await self.disconnect_client(client_id, code)
 
     # ------------------------------------------------------------------ inspection
 
@@ -455,21 +509,25 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         client = self.find_agent(to_id)
         if client is None or client.session is None:
             raise BindingClosed(f"MQTT agent {to_id!r} is not connected")
-        topic = self.agent_topic(to_id, binding)
+        scenario = self._scenario
+        topic = scenario.agent_topic or self.agent_topic(to_id, binding)
         if topic is None:
             raise BindingClosed(f"no MQTT topic known for agent {to_id!r}: set it with "
                                 "set_agent_topic() or wait for a PUBLISH with a reply-to topic")
+        reply_to = binding.topic + scenario.controller_reply_suffix
         if client.v5:
-            items: list[tuple[int, Any]] = [(P.RESPONSE_TOPIC, binding.topic)]
-            if binding.content_type is not None:
-                items.append((P.CONTENT_TYPE, binding.content_type))
+            items: list[tuple[int, Any]] = [(P.RESPONSE_TOPIC, reply_to)]
+            content_type = binding.content_type if scenario.publish_content_type is None \
+                else scenario.publish_content_type or None
+            if content_type is not None:
+                items.append((P.CONTENT_TYPE, content_type))
             if properties is not None:
                 items.extend(properties.items)
             props: Properties | None = Properties(items)
             name = topic
         else:  # R-MQTT.24: the reply-to topic rides at the end of the Topic Name
             props = None
-            name = f"{topic}{_REPLY_TO}{binding.topic.replace('/', '%2F')}"
+            name = f"{topic}{_REPLY_TO}{reply_to.replace('/', '%2F')}"
         filters = client.session.subscriptions
         if name not in filters and not any(topic_matches(f, name) for f in filters):
             raise BindingClosed(f"MQTT agent {to_id!r} is not subscribed to {name!r}")
@@ -542,10 +600,13 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         """Count every attempt before TLS; refuse it when the scenario says so."""
         now = time.monotonic()
         self.connection_attempts.append(now)
-        if self._scenario.refuse_connections:
+        counted = self._refuse_left > 0
+        if self._scenario.refuse_connections or counted:
             self.refused += 1
+            if counted:
+                self._refuse_left -= 1
             self._action(conn_id, "refuse_connection", attempt=len(self.connection_attempts),
-                         t=now, peer=peer)
+                         t=now, peer=peer, left=self._refuse_left)
             return False
         return True
 
@@ -664,8 +725,11 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         ptype = packet.TYPE
         version = packet.version if isinstance(packet, Connect) else client.version
         if conn.timeline is not None:
-            conn.record(KINDS[ptype], direction="in", raw=packet.raw,
-                        decoded=packet_summary(packet, version))
+            decoded = packet_summary(packet, version)
+            # every EUT packet says which MQTT version it came in (cases check
+            # version-specific rules on it, TP-469 11.12 and 11.14)
+            decoded.setdefault("protocol_level", int(version or 0))
+            conn.record(KINDS[ptype], direction="in", raw=packet.raw, decoded=decoded)
         scenario = self._scenario
         violations = validate(packet, version, sender=Role.CLIENT)
         if violations:
@@ -1228,14 +1292,14 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         topic = message.topic
         count = 0
         if self._controllers:
-            binding = self._controllers.get(topic)
+            binding = self._controller_at(topic)
             reply_to = None
             if binding is not None:
                 if message.properties is not None:
                     reply_to = message.properties.response_topic
             elif _REPLY_TO in topic:
                 base, _, tail = topic.rpartition(_REPLY_TO)
-                binding = self._controllers.get(base)
+                binding = self._controller_at(base)
                 reply_to = tail.replace("%2F", "/")
             if binding is not None and binding is not origin_binding:
                 self._to_controller(binding, message, publisher, reply_to)
@@ -1275,20 +1339,34 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
             count += 1
         return count
 
+    def _controller_at(self, topic: str) -> MQTTBinding | None:
+        """The controller endpoint a PUBLISH to ``topic`` reaches: the one on that topic,
+        or the one whose reply-to topic it is (``controller_reply_suffix``)."""
+        binding = self._controllers.get(topic)
+        suffix = self._scenario.controller_reply_suffix
+        if binding is None and suffix and topic.endswith(suffix):
+            binding = self._controllers.get(topic[:-len(suffix)])
+        return binding
+
     def _to_controller(self, binding: MQTTBinding, message: Message,
                        publisher: MQTTClient | None, reply_to: str | None) -> None:
+        rec = None
+        if publisher is not None:
+            try:
+                rec = parse_record(message.payload)
+            except RecordDecodeError:
+                rec = None
         if publisher is not None and reply_to:
             learned = publisher.learned
             if learned is None or learned[0] != reply_to:
-                try:
-                    from_id = parse_record(message.payload).from_id
-                except RecordDecodeError:
-                    from_id = ""
+                from_id = rec.from_id if rec is not None else ""
                 if from_id:
                     publisher.learned = learned = (reply_to, from_id)
             if learned is not None and learned[0] == reply_to:
                 self._learned_topics[learned[1]] = reply_to
                 self._learned_clients[learned[1]] = publisher.client_id
+        if publisher is not None and rec is not None and record_kind(rec) == "mqtt_connect":
+            self._connect_record(publisher, rec)
         props = message.properties
         record = InboundRecord(
             data=message.payload, mtp=MTP,
@@ -1306,6 +1384,23 @@ class MQTTBroker(ServerHost, ScenarioHost[MQTTScenario]):
         except Exception as exc:  # noqa: BLE001 - a broken sink must not drop the agent
             _log.exception("MQTT controller sink failed")
             self._local("mqtt.sink_error", record.conn_id, {"error": repr(exc)[:300]})
+
+    @staticmethod
+    def _connect_record(publisher: MQTTClient, rec: Record) -> None:
+        """Record an agent's MQTTConnectRecord with what only the broker knows: which of
+        the publisher's Topic Filters cover its ``subscribed_topic`` (R-MTP.6, TP-469 11.17)."""
+        connect = rec.mqtt_connect
+        topic = connect.subscribed_topic
+        session = publisher.session
+        filters = list(session.subscriptions) if session is not None else []
+        publisher.conn.record("mqtt.connect_record", direction="in", decoded={
+            "from_id": rec.from_id, "to_id": rec.to_id,
+            "version": MQTTConnectRecord.MQTTVersion.Name(connect.version)
+            if connect.version in MQTTConnectRecord.MQTTVersion.values() else connect.version,
+            "subscribed_topic": topic,
+            "wildcard": "+" in topic or "#" in topic,
+            "subscribed_by": [f for f in filters if topic and topic_matches(f, topic)],
+            "protocol_level": int(publisher.version or 0)})
 
     async def _deliver(self, session: MQTTSession, message: Message, qos: int,
                        sub_ids: tuple[int, ...], retain: bool) -> None:

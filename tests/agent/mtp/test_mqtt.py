@@ -420,3 +420,283 @@ def test_refused_connack_enters_the_retry_state(version: str) -> None:
             await r.atl.expect("mqtt.retry", within=STEP, since=refused)
             assert not r.agent.connected and r.agent.connection_count == 0
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- data-model hooks
+
+
+@pytest.mark.parametrize("version", ["5.0", "3.1.1"])
+def test_on_client_id_saves_the_client_id_in_use(version: str) -> None:
+    """R-MQTT.9 / R-MQTT.11 (TP-469 11.4, 11.5): the Assigned Client Identifier (5.0) or
+    the Endpoint ID fallback (3.1.1) is handed to the owner once and reused."""
+    async def main() -> None:
+        async with rig(version, start=False, **_v311_topics(version)) as r:
+            saved: list[str] = []
+            r.agent.on_client_id = saved.append
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            expected = r.agent.assigned_client_id if version == "5.0" else AGENT
+            assert saved == [expected] and r.agent.config.client_id == expected
+            await r.broker.drop_client(expected)
+            await r.agent.wait_connected(STEP, count=2)
+            assert saved == [expected] and _connects(r.tl)[-1]["client_id"] == expected
+    asyncio.run(main())
+
+
+def test_on_client_id_not_called_with_a_configured_client_id_or_the_fault() -> None:
+    async def main() -> None:
+        for kwargs, faults in (({"client_id": "mine"}, ()),
+                               ({}, ("mqtt.assigned_client_id_not_saved",))):
+            async with faulty(*faults, **kwargs) as r:
+                saved: list[str] = []
+                r.agent.on_client_id = saved.append
+                await r.agent.start()
+                await r.sink.next("mqtt_connect")
+                assert saved == []
+    asyncio.run(main())
+
+
+def test_on_client_id_handler_errors_do_not_drop_the_connection() -> None:
+    async def main() -> None:
+        async with rig(start=False) as r:
+            r.agent.on_client_id = lambda _cid: 1 / 0  # type: ignore[func-returns-value]
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            assert r.agent.connected
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", ["5.0", "3.1.1"])
+def test_set_subscriptions_subscribes_and_unsubscribes_live(version: str) -> None:
+    """R-MQTT.15 / R-MQTT.34 (TP-469 11.9, 11.13): a Subscription added while connected
+    is SUBSCRIBEd at its QoS; a removed one is UNSUBSCRIBEd, unless the connection needs
+    the filter for another reason; without a connection only the table changes."""
+    async def main() -> None:
+        async with rig(version, **_v311_topics(version)) as r:
+            await r.sink.next("mqtt_connect")
+            base = r.agent.config.subscriptions
+            r.agent.set_subscriptions((*base, MQTTSubscription("new/#", 0)))
+            sub = await r.tl.expect("mqtt.SUBSCRIBE", within=STEP, direction="in",
+                                    where=lambda e: e.decoded["subscriptions"][0][
+                                        "topic_filter"] == "new/#")
+            assert sub.decoded["subscriptions"][0]["qos"] == 0
+            await r.agent.wait_for(lambda: True if "new/#" in r.agent.subscribed_topics
+                                   else None, timeout=STEP)
+            r.agent.set_subscriptions((*base, MQTTSubscription("new/#", 0)))  # no change
+            r.agent.set_subscriptions(base)
+            unsub = await r.tl.expect("mqtt.UNSUBSCRIBE", within=STEP, direction="in")
+            assert unsub.decoded["topic_filters"] == ["new/#"]
+            await r.atl.expect("mqtt.UNSUBACK", within=STEP, direction="in")
+            assert "new/#" not in r.agent.subscribed_topics
+            assert len(r.tl.filter("mqtt.SUBSCRIBE", direction="in")) == 2
+            await r.agent.stop()
+            r.agent.set_subscriptions((MQTTSubscription("later"),))
+            assert r.agent.config.subscriptions == (MQTTSubscription("later"),)
+    asyncio.run(main())
+
+
+def test_set_subscriptions_keeps_filters_the_connection_needs() -> None:
+    """A configured filter that is also the subscribe-topic stays subscribed when the
+    Subscription goes away (the CONNACK still asks for it)."""
+    async def main() -> None:
+        topic = f"usp/agent/{AGENT}"
+        async with rig(subscriptions=(MQTTSubscription(topic),)) as r:
+            await r.sink.next("mqtt_connect")
+            r.agent.set_subscriptions(())
+            r.agent.set_subscriptions((MQTTSubscription("x"),))
+            await r.tl.expect("mqtt.SUBSCRIBE", within=STEP, direction="in",
+                              where=lambda e: e.decoded["subscriptions"][0]["topic_filter"]
+                              == "x")
+            assert r.tl.filter("mqtt.UNSUBSCRIBE") == []
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@asynccontextmanager
+async def faulty(*faults: str, **kwargs: Any) -> AsyncIterator[Rig]:
+    """A rig whose agent has ``faults`` on; not started (set hooks, then start it)."""
+    from conformance.agent.faults import FaultSet
+
+    async with rig(start=False, **kwargs) as r:
+        r.agent.faults = FaultSet(faults)
+        yield r
+
+
+def _v311_topics(version: str) -> dict[str, Any]:
+    return {} if version == "5.0" else {
+        "subscriptions": (MQTTSubscription("usp/agent/me/#"),),
+        "response_topic_configured": "usp/agent/me"}
+
+
+def test_every_fault_is_registered_with_its_requirement() -> None:
+    from conformance.agent.faults import REGISTRY
+    from conformance.agent.mtp.mqtt import FAULTS
+
+    assert len({name for name, _, _ in FAULTS}) == len(FAULTS) == 21
+    for name, requirement, text in FAULTS:
+        assert REGISTRY[name].requirement == requirement and text
+        assert "TP-469 11." in requirement
+
+
+@pytest.mark.parametrize("version", ["5.0", "3.1.1"])
+def test_connect_faults(version: str) -> None:
+    """mqtt.no_credentials (R-MQTT.7), mqtt.client_id_changes (R-MQTT.11),
+    mqtt.no_keep_alive (R-MQTT.14), mqtt.no_request_response_information (R-MQTT.12)."""
+    async def main() -> None:
+        async with faulty("mqtt.no_credentials", "mqtt.client_id_changes", "mqtt.no_keep_alive",
+                          "mqtt.no_request_response_information", version=version,
+                          username="agent", password="secret", keep_alive_time=30,
+                          client_id="configured", **_v311_topics(version)) as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            await r.broker.drop_client(r.agent.client_id)
+            await r.agent.wait_connected(STEP, count=2)
+            first, second = _connects(r.tl)[:2]
+            for connect in (first, second):
+                assert connect["username"] is None and connect["password_length"] is None
+                assert connect["keep_alive"] == 0
+                assert connect["client_id"].startswith("cid-")
+                assert "request_response_information" not in connect["properties"]
+            assert first["client_id"] != second["client_id"]
+            assert r.agent.config.client_id == "configured"
+    asyncio.run(main())
+
+
+def test_retry_faults_change_the_back_off() -> None:
+    """mqtt.retry_immediately / mqtt.retry_no_multiplier (R-MQTT.10, R-MQTT.33)."""
+    async def main() -> None:
+        for fault, delays in (("mqtt.retry_immediately", [0.0, 0.0, 0.0]),
+                              ("mqtt.retry_no_multiplier", [0.1, 0.1, 0.1])):
+            async with faulty(fault, scenario=MQTTScenario(refuse_next_connections=3)) as r:
+                await r.agent.start()
+                await r.sink.next("mqtt_connect")
+                waits = r.atl.filter("mqtt.retry")
+                assert [w.decoded["delay"] for w in waits] == delays
+                assert [w.decoded["bounds"] for w in waits] == [[d, d] for d in delays]
+    asyncio.run(main())
+
+
+def test_ignore_server_keep_alive_fault() -> None:
+    """MQTT 5.0 §3.2.2.3.14 (TP-469 11.7): the fault keeps pinging at KeepAliveTime."""
+    scenario = MQTTScenario(server_keep_alive=1, keep_alive_tolerance=5)
+
+    async def main() -> None:
+        async with faulty("mqtt.ignore_server_keep_alive", scenario=scenario,
+                          keep_alive_time=60) as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            with pytest.raises(TimeoutError):
+                await r.tl.expect("mqtt.PINGREQ", within=1.5, direction="in")
+    asyncio.run(main())
+
+
+def test_subscribe_faults() -> None:
+    """mqtt.ignore_subscribe_topic and mqtt.response_information_not_subscribed
+    (R-MQTT.15, TP-469 11.8)."""
+    scenario = MQTTScenario(subscribe_topics=("usp/sub-topic",), response_information="usp/ri")
+
+    async def main() -> None:
+        async with faulty("mqtt.ignore_subscribe_topic",
+                          "mqtt.response_information_not_subscribed", scenario=scenario,
+                          subscriptions=(MQTTSubscription("usp/cfg/#"),)) as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            subscribe = (await r.tl.expect("mqtt.SUBSCRIBE", within=STEP)).decoded
+            assert [s["topic_filter"] for s in subscribe["subscriptions"]] == ["usp/cfg/#"]
+            assert r.agent.reply_topic == "usp/ri"
+    asyncio.run(main())
+
+
+def test_stay_without_subscribe_topic_fault() -> None:
+    """mqtt.stay_without_subscribe_topic (R-MQTT.16, TP-469 11.10): no DISCONNECT."""
+    async def main() -> None:
+        async with faulty("mqtt.stay_without_subscribe_topic",
+                          scenario=MQTTScenario(subscribe_topics=(), response_information=None),
+                          response_topic_configured="usp/agent/rtc") as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            assert r.agent.connected and not r.agent.disabled
+            assert r.tl.filter("mqtt.DISCONNECT") == []
+    asyncio.run(main())
+
+
+def test_ignore_suback_failure_fault() -> None:
+    """mqtt.ignore_suback_failure (R-MQTT.17, TP-469 11.11): stays and publishes."""
+    async def main() -> None:
+        async with faulty("mqtt.ignore_suback_failure",
+                          scenario=MQTTScenario(suback_reason_code=0x80)) as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            assert r.tl.filter("mqtt.DISCONNECT") == [] and r.tl.filter("mqtt.PUBLISH")
+    asyncio.run(main())
+
+
+def test_subscription_table_faults() -> None:
+    """mqtt.ignore_new_subscriptions (R-MQTT.15) / mqtt.no_unsubscribe (R-MQTT.34)."""
+    async def main() -> None:
+        async with faulty("mqtt.ignore_new_subscriptions", "mqtt.no_unsubscribe",
+                          subscriptions=(MQTTSubscription("old/#"),)) as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            r.agent.set_subscriptions((MQTTSubscription("new/#"),))
+            await r.broker.publish("none", b"")   # a round trip through the broker
+            await asyncio.sleep(0.2)
+            assert len(r.tl.filter("mqtt.SUBSCRIBE")) == 1
+            assert r.tl.filter("mqtt.UNSUBSCRIBE") == []
+            assert r.agent.config.subscriptions == (MQTTSubscription("new/#"),)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", ["5.0", "3.1.1"])
+def test_publish_faults(version: str) -> None:
+    """mqtt.no_reply_to (R-MQTT.22..24), mqtt.ignore_reply_to (R-MQTT.25/26),
+    mqtt.connect_record_wrong_topic / _wrong_version (R-MTP.6, TP-469 11.12/11.14/11.17)."""
+    async def main() -> None:
+        async with faulty("mqtt.no_reply_to", "mqtt.ignore_reply_to",
+                          "mqtt.connect_record_wrong_topic", "mqtt.connect_record_wrong_version",
+                          version=version, **_v311_topics(version)) as r:
+            await r.agent.start()
+            inbound, rec = await r.sink.next("mqtt_connect")
+            assert rec.mqtt_connect.subscribed_topic == CTRL_TOPIC
+            assert rec.mqtt_connect.version == (MQTTConnectRecord.V3_1_1 if version == "5.0"
+                                                else MQTTConnectRecord.V5)
+            assert inbound.reply_to is None and inbound.meta["topic"] == CTRL_TOPIC
+            r.binding.set_agent_topic(AGENT, r.agent.reply_topic)
+            await r.binding.send(get_record(), to_id=AGENT)
+            await r.sink.next("no_session_context")
+            assert r.echo.routes[-1].reply_to is None   # answered on the configured topic
+    asyncio.run(main())
+
+
+def test_content_and_qos_faults() -> None:
+    """mqtt.usp_msg_content_type_only (R-MQTT.27a, TP-469 11.15) and mqtt.drop_qos0
+    (R-MQTT.20, TP-469 11.13): the PUBLISHes are dropped, usp.msg at QoS 1 is not."""
+    async def main() -> None:
+        async with faulty("mqtt.usp_msg_content_type_only", "mqtt.drop_qos0") as r:
+            await r.agent.start()
+            await r.sink.next("mqtt_connect")
+            r.binding.content_type = "application/vnd.bbf.usp.msg"
+            await r.binding.send(get_record(msg_id="a"), to_id=AGENT)
+            await r.atl.expect("mqtt.dropped", within=STEP)
+            r.binding.content_type = "usp.msg"
+            r.binding.qos = 0
+            await r.binding.send(get_record(msg_id="b"), to_id=AGENT)
+            r.binding.qos = 1
+            await r.binding.send(get_record(msg_id="c"), to_id=AGENT)
+            answer, _ = await r.sink.next("no_session_context")
+            assert [route.reply_to for route in r.echo.routes] == [CTRL_TOPIC]
+            assert answer.data == get_record(msg_id="c")
+    asyncio.run(main())
+
+
+def test_tls_disabled_fault() -> None:
+    """mqtt.tls_disabled (R-MQTT.48, TP-469 11.3): the agent talks in the clear to a TLS
+    server, whose handshake then fails."""
+    async def main() -> None:
+        async with faulty("mqtt.tls_disabled", tls=True) as r:
+            await r.agent.start()
+            await r.tl.expect("tls.handshake_failed", within=STEP, direction="in")
+            assert not r.agent.connected
+    asyncio.run(main())

@@ -1453,3 +1453,156 @@ def test_session_state_helpers():
     assert session.next_packet_id() == 2        # wraps and skips ids in use
     sub = ClientSubscription("a/#", 1, identifier=4)
     assert sub.to_json()["identifier"] == 4
+
+
+# --------------------------------------------------------------------------- TP-469 section 11 hooks
+
+
+def test_scenario_refuse_next_connections_counts_down():
+    """TP-469 11.6: the next N connections are closed at accept, later ones accepted;
+    the count starts when the field is set, and setting it again restarts it."""
+    async def main():
+        tl = Timeline()
+        async with running(tl) as broker:
+            broker.set_scenario(refuse_next_connections=2)
+            for left in (1, 0):
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", broker.port), STEP)
+                assert await asyncio.wait_for(reader.read(), STEP) == b""
+                writer.close()
+                assert actions(tl, "refuse_connection")[-1]["left"] == left
+            raw, connack = await raw_connect(broker, "third")
+            assert connack.reason_code == 0 and broker.refused == 2
+            broker.set_scenario(withhold_pingresp=False)   # other changes keep the count
+            second, connack = await raw_connect(broker, "fourth")
+            assert connack.reason_code == 0
+            broker.set_scenario(refuse_next_connections=1)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", broker.port), STEP)
+            assert await asyncio.wait_for(reader.read(), STEP) == b""
+            writer.close()
+            broker.scenario = MQTTScenario()               # a whole scenario resets it
+            assert broker.refused == 3
+            await raw.close()
+            await second.close()
+        assert_clean(tl)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_scenario_disconnect_reason_code_is_one_shot(version):
+    """TP-469 11.16: DISCONNECT with the Reason Code to every connected 5.0 client (a
+    3.1.1 connection is closed without one); the field is cleared afterwards."""
+    async def main():
+        tl = Timeline()
+        async with running(tl) as broker:
+            raw, _ = await raw_connect(broker, "dropped", version=version)
+            new = broker.set_scenario(disconnect_reason_code=0x8B)
+            assert new.disconnect_reason_code is None
+            assert broker.scenario.disconnect_reason_code is None
+            packets = await raw.closed()
+            if version == 5:
+                assert [(type(p), p.reason_code) for p in packets] == [(Disconnect, 0x8B)]
+            else:
+                assert packets == []
+            assert actions(tl, "disconnect")[0]["reason_code"] == 0x8B
+            again, _ = await raw_connect(broker, "dropped", version=version)
+            broker.set_scenario(withhold_pingresp=False)
+            await again.send(Pingreq())
+            await again.expect(Pingresp)                   # not disconnected a second time
+            assert len(actions(tl, "disconnect")) == 1
+            await again.close()
+        assert_clean(tl)
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_scenario_agent_topic_content_type_and_reply_suffix(version):
+    """TP-469 11.9/11.13 (agent_topic), 11.15 (publish_content_type), 11.14
+    (controller_reply_suffix: the reply-to the controller gives, routed back to it)."""
+    async def main():
+        tl = Timeline()
+        async with running(tl) as broker:
+            binding = broker.attach_controller(CTRL, CTRL_TOPIC)
+            inbound: list[InboundRecord] = []
+            binding.set_sink(inbound.append)
+            raw, _ = await raw_connect(broker, AGENT, version=version)
+            await raw_subscribe(raw, "usp/agent/x/#", "new-11-9/#")
+            binding.set_agent_topic(AGENT, "usp/agent/x")
+            broker.set_scenario(agent_topic="new-11-9", controller_reply_suffix="/r",
+                                publish_content_type="application/vnd.bbf.usp.msg")
+            await binding.send(b"payload", to_id=AGENT)
+            got = await raw.expect(Publish)
+            await raw.send(Puback(got.packet_id))
+            if version == 5:
+                assert got.topic == "new-11-9"
+                assert got.properties.response_topic == f"{CTRL_TOPIC}/r"
+                assert got.properties.content_type == "application/vnd.bbf.usp.msg"
+                broker.set_scenario(publish_content_type="")
+                await binding.send(b"bare", to_id=AGENT)
+                bare = await raw.expect(Publish)
+                await raw.send(Puback(bare.packet_id))
+                assert bare.properties.content_type is None
+                answer = Publish(f"{CTRL_TOPIC}/r", usp_record(), qos=0,
+                                 properties=Properties.of(response_topic="usp/agent/x"))
+            else:
+                assert got.topic == "new-11-9/reply-to=usp%2Fcontroller%2Fr"
+                answer = Publish(f"{CTRL_TOPIC}/r/reply-to=usp%2Fagent%2Fx", usp_record(), qos=0)
+            await raw.send(answer)                          # the answer on the reply-to topic
+            await raw.send(Pingreq())
+            await raw.expect(Pingresp)
+            assert [r.reply_to for r in inbound] == ["usp/agent/x"]
+            broker.scenario = MQTTScenario()
+            await binding.send(b"again", to_id=AGENT)
+            plain = await raw.expect(Publish)
+            assert plain.topic.startswith("usp/agent/x")
+            await raw.close()
+        assert_clean(tl)
+    asyncio.run(main())
+
+
+def test_new_scenario_fields_validated():
+    for bad in ({"refuse_next_connections": -1}, {"disconnect_reason_code": 256},
+                {"disconnect_reason_code": 2}, {"agent_topic": "a/+"},
+                {"controller_reply_suffix": "no-slash"}, {"controller_reply_suffix": "/a/#"}):
+        with pytest.raises(ValueError):
+            MQTTScenario(**bad)
+    data = MQTTScenario(agent_topic="t", controller_reply_suffix="/r").to_json()
+    assert data["agent_topic"] == "t" and data["controller_reply_suffix"] == "/r"
+
+
+@pytest.mark.parametrize("version", [5, 4])
+def test_inbound_packets_carry_protocol_level_and_connect_records_are_checked(version):
+    """TP-469 11.12/11.14 (version-specific checks need the connection's version) and
+    11.17 (the MQTTConnectRecord's version and the Topic Filters covering its topic)."""
+    async def main():
+        tl = Timeline()
+        async with running(tl) as broker:
+            binding = broker.attach_controller(CTRL, CTRL_TOPIC)
+            binding.set_sink(lambda _r: None)
+            raw, _ = await raw_connect(broker, AGENT, version=version)
+            await raw_subscribe(raw, "usp/agent/x/#")
+            for topic in ("usp/agent/x", "usp/other", "usp/agent/+"):
+                rec = records.mqtt_connect_record(to_id=CTRL, from_id=AGENT,
+                                                  mqtt_version=1 if version == 5 else 0,
+                                                  subscribed_topic=topic)
+                await raw.send(Publish(CTRL_TOPIC, records.serialize(rec), qos=0))
+            await raw.send(Publish(CTRL_TOPIC, b"not a record", qos=0))
+            await raw.send(Pingreq())
+            await raw.expect(Pingresp)
+            inbound = [e for e in tl.entries if e.direction == "in" and e.kind.startswith(
+                "mqtt.") and e.kind not in ("mqtt.connect_record",)]
+            assert inbound and all(e.decoded["protocol_level"] == version for e in inbound)
+            seen = [e.decoded for e in tl.filter("mqtt.connect_record")]
+            assert [d["subscribed_topic"] for d in seen] == ["usp/agent/x", "usp/other",
+                                                             "usp/agent/+"]
+            # a filter is no Topic Name: nothing "covers" usp/agent/+
+            assert [d["subscribed_by"] for d in seen] == [["usp/agent/x/#"], [], []]
+            assert [d["wildcard"] for d in seen] == [False, False, True]
+            assert {d["version"] for d in seen} == {"V5" if version == 5 else "V3_1_1"}
+            assert {d["protocol_level"] for d in seen} == {version}
+            assert {d["from_id"] for d in seen} == {AGENT}
+            json.dumps(seen)
+            await raw.close()
+        assert_clean(tl)
+    asyncio.run(main())
