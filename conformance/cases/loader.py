@@ -17,12 +17,12 @@ import yaml
 
 from conformance.cases.matchers import MatcherSyntaxError, compile_matcher
 from conformance.cases.schema import (
+    CONTROLLER_SETTINGS,
     FUNCTIONALITY,
     IDENTITIES,
-    SECTIONS,
-    CONTROLLER_SETTINGS,
     MTP_TOKENS,
     REQUIREMENTS,
+    SECTIONS,
     STEP_ACTIONS,
     Case,
     CaseSchemaError,
@@ -275,14 +275,7 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
         _check_identity(body, loc)
         _compile(body["match"], loc)
         _check_metric_refs(body.get("metrics", []), loc, metrics)
-        timing = body.get("timing")
-        if timing is not None:
-            if not isinstance(timing, Mapping) or "since" not in timing or not _number(
-                    timing.get("max")):
-                raise CaseSchemaError(f"{loc}: timing needs 'since' (a capture_time name) and "
-                                      "'max' (seconds), e.g. {since: first, min: 5, max: 10}")
-            _check_keys(timing, TIMING_KEYS, where, "timing key")
-            _check_metric_refs(timing.get("metrics", []), loc, metrics)
+        _check_timing(body.get("timing"), where, loc, metrics)
     elif step.action == "expect_no_notification":
         body = step.body
         if not isinstance(body, Mapping) or "match" not in body or not _number(body.get("for")):
@@ -311,14 +304,7 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
             raise CaseSchemaError(f"{loc}: needs 'for' (seconds to watch)")
         _compile(body.get("match", {}), loc)
         _check_metric_refs(body.get("metrics", []), loc, metrics)
-        timing = body.get("timing")
-        if timing is not None:
-            if not isinstance(timing, Mapping) or "since" not in timing or not _number(
-                    timing.get("max")):
-                raise CaseSchemaError(f"{loc}: timing needs 'since' (a capture_time name) and "
-                                      "'max' (seconds), e.g. {since: first, min: 5, max: 10}")
-            _check_keys(timing, TIMING_KEYS, where, "timing key")
-            _check_metric_refs(timing.get("metrics", []), loc, metrics)
+        _check_timing(body.get("timing"), where, loc, metrics)
     elif step.action == "reboot":
         body = step.body if step.body is not None else {}
         if not isinstance(body, Mapping):
@@ -339,6 +325,17 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
     elif step.action == "python":
         if not isinstance(step.body, Mapping) or "action" not in step.body:
             raise CaseSchemaError(f"{loc}: python needs 'action' (an entry point name)")
+
+
+def _check_timing(timing: Any, where: str, loc: str, metrics: Mapping[int, str]) -> None:
+    """A ``timing`` window: ``since`` (a capture_time name), ``max`` and its metrics."""
+    if timing is None:
+        return
+    if not isinstance(timing, Mapping) or "since" not in timing or not _number(timing.get("max")):
+        raise CaseSchemaError(f"{loc}: timing needs 'since' (a capture_time name) and "
+                              "'max' (seconds), e.g. {since: first, min: 5, max: 10}")
+    _check_keys(timing, TIMING_KEYS, where, "timing key")
+    _check_metric_refs(timing.get("metrics", []), loc, metrics)
 
 
 def _number(value: Any) -> bool:

@@ -275,7 +275,7 @@ class CaseRunner:
         within = float(body.get("within", self.env.notification_timeout))
         if timing:
             # Wait only until the window closes: later is a failure anyway.
-            lo, hi, tol, since = self._window(timing)
+            _, hi, tol, since = self._window(timing)
             within = max(0.0, since + hi + tol - time.monotonic())
 
         def wanted(msg: Msg) -> bool:
@@ -311,15 +311,7 @@ class CaseRunner:
         self._pass(metrics)
         self._capture(body.get("capture"), notify)
         if timing:
-            lo, hi, tol, since = self._window(timing)
-            elapsed = item.inbound.received_at - since
-            if not lo - tol <= elapsed <= hi + tol:
-                self._fail(timing_metrics,
-                           f"the Notify arrived {elapsed:.2f}s after '{timing['since']}', "
-                           f"outside {self._describe_window(timing)}",
-                           expected=self._describe_window(timing), observed=f"{elapsed:.2f}s",
-                           phase=phase)
-            self._pass(timing_metrics)
+            self._check_window(timing, item.inbound.received_at, "the Notify arrived", phase)
 
     async def _do_expect_no_notification(self, step: Step, phase: str) -> None:
         """No matching Notify during ``for`` seconds (from this step's start)."""
@@ -365,7 +357,7 @@ class CaseRunner:
         timing_metrics = list(timing.get("metrics", [])) if timing else []
         within = float(body.get("within", self.env.response_timeout))
         if timing:
-            lo, hi, tol, since = self._window(timing)
+            _, hi, tol, since = self._window(timing)
             within = max(0.0, since + hi + tol - time.monotonic())
         starts = self._mtp_from(body.get("from"))
 
@@ -392,15 +384,7 @@ class CaseRunner:
         self._pass(metrics)
         self._capture(body.get("capture"), decoded)
         if timing:
-            lo, hi, tol, since = self._window(timing)
-            elapsed = entry.t - since
-            if not lo - tol <= elapsed <= hi + tol:
-                self._fail(timing_metrics,
-                           f"the {kind} came {elapsed:.2f}s after '{timing['since']}', "
-                           f"outside {self._describe_window(timing)}",
-                           expected=self._describe_window(timing), observed=f"{elapsed:.2f}s",
-                           phase=phase)
-            self._pass(timing_metrics)
+            self._check_window(timing, entry.t, f"the {kind} came", phase)
 
     async def _do_expect_no_mtp(self, step: Step, phase: str) -> None:
         """No matching MTP event during ``for`` seconds (from the step's start, or ``from``)."""
@@ -598,6 +582,17 @@ class CaseRunner:
         """(min, max, tolerance, the 'since' time) of a ``timing`` spec."""
         return (float(timing.get("min", 0.0)), float(timing["max"]),
                 float(timing.get("tolerance", 0.0)), self._time(str(timing["since"])))
+
+    def _check_window(self, timing: Mapping[str, Any], at: float, what: str, phase: str) -> None:
+        """``timing``'s metrics: the moment ``at`` lies in the window (tolerance included)."""
+        lo, hi, tol, since = self._window(timing)
+        elapsed = at - since
+        metrics = list(timing.get("metrics", []))
+        if not lo - tol <= elapsed <= hi + tol:
+            self._fail(metrics, f"{what} {elapsed:.2f}s after '{timing['since']}', outside "
+                       f"{self._describe_window(timing)}", expected=self._describe_window(timing),
+                       observed=f"{elapsed:.2f}s", phase=phase)
+        self._pass(metrics)
 
     @staticmethod
     def _describe_window(timing: Mapping[str, Any]) -> str:

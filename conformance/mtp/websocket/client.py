@@ -54,6 +54,7 @@ from .peer import (
     read_handshake,
     request_summary,
     response_summary,
+    spawn_action,
     violations_summary,
 )
 
@@ -272,13 +273,7 @@ class WSClient:
         return self.scenario
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:
-            coro.close()
-            raise RuntimeError("one-off scenario actions need a running event loop") from None
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn_action(self._tasks, coro)
 
     def _local(self, kind: str, conn_id: str | None, decoded: Any, note: str | None = None) -> None:
         if self.timeline is not None:

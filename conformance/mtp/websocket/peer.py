@@ -35,7 +35,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -232,6 +232,18 @@ def apply_scenario(current: WSScenario, scenario: WSScenario | None,
     order = [k for k in changes if k in wanted] + [k for k in wanted if k not in changes]
     cleared: dict[str, Any] = dict.fromkeys(wanted)
     return replace(new, **cleared), {k: wanted[k] for k in order}
+
+
+def spawn_action(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+    """Run a one-off scenario action as a task kept in ``tasks`` until it ends (so that the
+    owner can cancel what is left when it closes); needs a running event loop."""
+    try:
+        task = asyncio.get_running_loop().create_task(coro)
+    except RuntimeError:
+        coro.close()
+        raise RuntimeError("one-off scenario actions need a running event loop") from None
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
 
 
 async def perform_action(peer: WSPeer | None, name: str, value: Any, *,

@@ -61,6 +61,7 @@ from .peer import (
     read_handshake,
     request_summary,
     response_summary,
+    spawn_action,
     violations_summary,
 )
 
@@ -177,13 +178,7 @@ class WSServer(ServerHost):
         return self.scenario
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:
-            coro.close()
-            raise RuntimeError("one-off scenario actions need a running event loop") from None
-        self._action_tasks.add(task)
-        task.add_done_callback(self._action_tasks.discard)
+        spawn_action(self._action_tasks, coro)
 
     # --- lookups and waits --------------------------------------------------
 
