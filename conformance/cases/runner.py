@@ -307,7 +307,8 @@ class CaseRunner:
         if body.get("capture_time"):
             self.times[str(body["capture_time"])] = item.inbound.received_at
         if body.get("respond"):
-            await self._notify_resp(ctrl, item)
+            resp = await ctrl.notify_resp(item)
+            self.result.messages.append(f"-> notify_resp: {render_msg(resp)}")
         self._pass(metrics)
         self._capture(body.get("capture"), notify)
         if timing:
@@ -432,14 +433,6 @@ class CaseRunner:
         for (identity, name), value in self._saved_settings.items():
             setattr(self.env.controllers[identity], name, value)
         self._saved_settings.clear()
-
-    async def _notify_resp(self, ctrl: Controller, item: Received) -> None:
-        assert item.msg is not None
-        notify = item.msg.body.request.notify
-        resp = messages.response("notify_resp", {"subscription_id": notify.subscription_id},
-                                 msg_id=item.msg.header.msg_id)
-        await ctrl.send(resp)
-        self.result.messages.append(f"-> notify_resp: {render_msg(resp)}")
 
     async def _do_reboot(self, step: Step, phase: str) -> None:
         if self.env.reboot is None:

@@ -233,16 +233,18 @@ class Controller:
         outer, inner = item.kind
         if (self.auto_notify_resp and outer == "request" and inner == "notify"
                 and item.msg is not None and item.msg.body.request.notify.send_resp):
-            self._spawn(self._notify_resp(item))
+            self._spawn(self.notify_resp(item))
         self._changed.set()
 
-    async def _notify_resp(self, item: Received) -> None:
+    async def notify_resp(self, item: Received) -> Msg:
+        """Answer a received Notify with its NotifyResp (same msg_id, R-NOT.*); the sent Msg."""
         assert item.msg is not None
         resp = messages.response(
             "notify_resp", {"subscription_id": item.msg.body.request.notify.subscription_id},
             msg_id=item.msg.header.msg_id)
         agent = item.record.from_id if item.record is not None else None
         await self.send(resp, to=agent if agent in self._routes else None)
+        return resp
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]

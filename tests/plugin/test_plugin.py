@@ -318,12 +318,6 @@ def test_schema_errors_name_the_line(broken_cases: pytest.Pytester) -> None:
         assert match, name
         found[name] = int(match.group(1))
     assert found["1.6-yaml-syntax.yaml"] == 11
-    wrong = {n: line for n, line in found.items() if line != SCHEMA_ERRORS[n][1]}
-    if wrong and all(line == 0 for line in wrong.values()):
-        # Known loader bug (conformance/cases/loader.py): yaml.SafeLoader builds each
-        # mapping as a plain dict, so _LineDict lines are lost and every schema error
-        # but a YAML syntax error says ":0:". Passes once the loader keeps lines.
-        pytest.xfail(f"case loader reports line 0 for schema errors: {wrong}")
     assert found == {n: line for n, (_, line, _) in SCHEMA_ERRORS.items()}
 
 
