@@ -89,6 +89,8 @@ class BuiltinSettings:
     #: the MTP over TLS (mutual, with a test PKI made for the run): the suite's server and
     #: the agent each present a certificate of one test CA (TP-469 6.11, 7.9, 11.3)
     tls: bool = False
+    #: False: the agent boots without an absolute time reference (TP-469 2.6)
+    absolute_time: bool = True
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,9 @@ class RunEnvironment(_SuiteSide):
                            notification_timeout=self.settings.notification_timeout,
                            reboot=self.reboot, scenario=self.scenario,
                            reset_scenarios=self.reset_scenarios, ready=self.ready,
-                           mtp=self.settings.mtp, tls=self.pki is not None)
+                           mtp=self.settings.mtp, tls=self.pki is not None,
+                           offers=frozenset() if self.settings.absolute_time
+                           else frozenset({"no-absolute-time"}))
 
     async def __aexit__(self, *exc: object) -> None:
         if self.runtime is not None:

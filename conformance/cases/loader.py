@@ -33,7 +33,14 @@ from conformance.usp import messages, schema
 CASE_KEYS = ("id", "title", "purpose", "functionality", "requirements", "metrics", "setup",
              "steps", "cleanup", "mtps", "requires", "notes", "killed_by")
 REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
-SEND_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "poll")
+SEND_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "poll", "msg_id_as")
+SEND_RECORD_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "msg_id_as")
+RECORD_KEYS = ("to_id", "from_id", "version", "payload_security", "mac_signature", "sender_cert",
+               "session_context", "payload", "raw")
+SESSION_KEYS = ("session_id", "sequence_id", "expected_id", "retransmit_id", "payload_sar",
+                "payloadrec_sar")
+RECORD_EXPECT_KEYS = ("match", "from", "within", "metrics", "capture", "capture_time", "as")
+NO_RECORD_KEYS = ("match", "for", "from", "metrics", "as")
 NOTIFY_KEYS = ("match", "metrics", "within", "as", "capture", "capture_time", "timing", "respond")
 NO_NOTIFY_KEYS = ("match", "metrics", "for", "as", "ignore_before")
 REBOOT_KEYS = ("triggered", "metrics", "within", "capture_time")
@@ -267,6 +274,29 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
             if expect is None or "none" in expect:
                 raise CaseSchemaError(f"{loc}: poll repeats until a response or error matches; "
                                       "add expect: {response: ...}")
+    elif step.action == "send_record":
+        _check_send_record(step, where, loc, metrics)
+    elif step.action == "resend":
+        if not isinstance(step.body, Mapping) or not isinstance(step.body.get("times", 1), int):
+            raise CaseSchemaError(f"{loc}: resend takes {{times: n}}")
+        _check_keys(step.body, ("times",), where, "resend key")
+        _check_keys(step.options, ("as", "expect", "note"), where, "resend option")
+        if step.options.get("expect") is not None:
+            _check_expect(step.options["expect"], loc, metrics)
+    elif step.action in ("expect_record", "expect_no_record"):
+        body = step.body
+        no = step.action == "expect_no_record"
+        if not isinstance(body, Mapping) or "match" not in body or (
+                no and not _number(body.get("for"))):
+            raise CaseSchemaError(f"{loc}: needs 'match' (a matcher on the Record)"
+                                  + (" and 'for' (seconds to watch)" if no else ""))
+        _check_keys(body, NO_RECORD_KEYS if no else RECORD_EXPECT_KEYS, where,
+                    f"{step.action} key")
+        if body.get("from", "send") not in ("send", "last", "case", "now"):
+            raise CaseSchemaError(f"{loc}: 'from' is send, last, case or now")
+        _check_identity(body, loc)
+        _compile(body["match"], loc)
+        _check_metric_refs(body.get("metrics", []), loc, metrics)
     elif step.action == "expect_notification":
         body = step.body
         if not isinstance(body, Mapping) or "match" not in body:
@@ -325,6 +355,41 @@ def _validate_step(step: Step, where: str, key: str, metrics: Mapping[int, str])
     elif step.action == "python":
         if not isinstance(step.body, Mapping) or "action" not in step.body:
             raise CaseSchemaError(f"{loc}: python needs 'action' (an entry point name)")
+
+
+def _check_send_record(step: Step, where: str, loc: str, metrics: Mapping[int, str]) -> None:
+    """A ``send_record`` step: known Record fields, a valid payload request, an expect
+    only where a Msg is carried."""
+    body = step.body
+    if not isinstance(body, Mapping):
+        raise CaseSchemaError(f"{loc}: send_record takes Record fields, e.g. "
+                              "{from_id: ..., payload: {get: {...}}}")
+    _check_keys(body, RECORD_KEYS, where, "Record field")
+    _check_keys(step.options, SEND_RECORD_OPTIONS, where, "send_record option")
+    if "raw" in body and len(body) > 1:
+        raise CaseSchemaError(f"{loc}: 'raw' gives the whole Record; drop the other fields")
+    if "raw" in body:
+        try:
+            bytes.fromhex(re.sub(r"\s+", "", str(body["raw"])))
+        except ValueError:
+            raise CaseSchemaError(f"{loc}: 'raw' must be hexadecimal bytes") from None
+    sc = body.get("session_context")
+    if sc is not None:
+        if not isinstance(sc, Mapping):
+            raise CaseSchemaError(f"{loc}: session_context takes {{session_id, sequence_id, "
+                                  "expected_id, retransmit_id, payload_sar, payloadrec_sar}")
+        _check_keys(sc, SESSION_KEYS, where, "session_context field")
+    if body.get("payload_security", "PLAINTEXT") not in ("PLAINTEXT", "TLS12"):
+        raise CaseSchemaError(f"{loc}: payload_security is PLAINTEXT or TLS12")
+    payload = body.get("payload")
+    if payload is not None and payload != "none":
+        _check_request(payload, loc)
+    expect = step.options.get("expect")
+    if expect is not None:
+        if payload is None or payload == "none":
+            raise CaseSchemaError(f"{loc}: expect needs a payload request to be answered; use "
+                                  "expect_record / expect_no_record for Records without one")
+        _check_expect(expect, loc, metrics)
 
 
 def _check_timing(timing: Any, where: str, loc: str, metrics: Mapping[int, str]) -> None:
@@ -446,13 +511,14 @@ def _compile(expected: Any, loc: str) -> None:
 
 
 def _step_metrics(step: Step) -> list[int]:
-    if step.action == "send":
+    if step.action in ("send", "send_record", "resend"):
         expect = step.options.get("expect") or {}
         return list(expect.get("metrics", [])) + list(expect.get("received", []))
     body = step.body if isinstance(step.body, Mapping) else {}
     if step.action in ("expect_notification", "expect_mtp"):
         timing = body.get("timing") or {}
         return list(body.get("metrics", [])) + list(timing.get("metrics", []))
-    if step.action in ("expect_no_notification", "expect_no_mtp", "reboot"):
+    if step.action in ("expect_no_notification", "expect_no_mtp", "reboot", "expect_record",
+                       "expect_no_record"):
         return list(body.get("metrics", []))
     return []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,9 +31,15 @@ from conformance.cases.schema import Case, Step
 from conformance.controller.controller import Controller, ControllerTimeout, Received
 from conformance.mtp.timeline import Timeline, TimelineTimeout, UnexpectedEntry
 from conformance.report.model import CaseResult, MetricResult
-from conformance.usp import messages
-from conformance.usp.render import render_msg
-from conformance.usp.schema import Msg, body_kind
+from conformance.usp import messages, records
+from conformance.usp.render import render_msg, summary
+from conformance.usp.schema import (
+    Msg,
+    PayloadSARState,
+    PayloadSecurity,
+    Record,
+    body_kind,
+)
 
 UNIVERSAL_BASE = 900  # metric numbers 901..904: TP-469 universal test metrics
 UNIVERSAL_TEXT = {
@@ -78,6 +85,8 @@ class Environment:
     actions: Mapping[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
     mtp: str = ""
     tls: bool = False            # the run's MTP is protected by TLS
+    #: what the run offers beyond TLS for ``requires:`` (e.g. ``no-absolute-time``)
+    offers: frozenset[str] = frozenset()
 
 
 class CaseRunner:
@@ -91,6 +100,8 @@ class CaseRunner:
             # {controller.primary}: the Endpoint ID of each identity the suite plays
             "controller": {name: c.endpoint_id for name, c in env.controllers.items()},
             "agent": {"endpoint_id": env.agent_id},
+            # {session.id}, {session.other_id}: fresh session ids for Records a case writes
+            "session": dict(zip(("id", "other_id"), random.sample(range(1, 2**31), 2))),
         }
         self.metrics = {n: MetricResult(n, text) for n, text in case.metrics.items()}
         self.result = CaseResult(
@@ -112,6 +123,11 @@ class CaseRunner:
         #: timeline cursors for ``expect_mtp``: the case's first entry, after the last match
         self._case_seq = env.timeline.next_seq
         self._mtp_seq: int | None = None
+        #: ``expect_record`` cursors: each identity's first index of the case, after the last match
+        self._case_marks = dict(self._marks)
+        self._record_marks: dict[str, int] = {}
+        #: each identity's last Msg sent (``resend`` repeats its Record)
+        self._last_msg: dict[str, Msg] = {}
 
     def not_applicable(self) -> str | None:
         """Why this run cannot carry the case (its MTP, TLS, a controller identity), or None."""
@@ -121,6 +137,9 @@ class CaseRunner:
             return f"not applicable over {env.mtp}: the case is about {', '.join(case.mtps)}"
         if "tls" in case.requires and not env.tls:
             return f"not applicable: the case needs the MTP over TLS and this run {over}has none"
+        lacking = [r for r in case.requires if r != "tls" and r not in env.offers]
+        if lacking:
+            return f"not applicable: the case needs a run with {', '.join(lacking)}"
         missing = [i for i in case.identities if i not in env.controllers]
         if missing:  # e.g. a second controller over an MTP where the run has one connection
             return (f"not applicable in this run: the case acts as the {', '.join(missing)} "
@@ -194,8 +213,7 @@ class CaseRunner:
         mark = ctrl.mark
         self._sent_marks[step.identity] = mark
         msg_id = await ctrl.send(msg)
-        if step.options.get("capture_time"):
-            self.times[str(step.options["capture_time"])] = time.monotonic()
+        self._sent(step, ctrl, msg)
         self.result.messages.append(f"-> {step.identity}: {render_msg(msg)}")
         if expect is None:
             if phase == "cleanup":  # let the EUT finish restoring before the next case
@@ -211,6 +229,165 @@ class CaseRunner:
             await self._expect_reply(step, phase, ctrl, msg, msg_id, expect, mark)
         finally:
             self._quiet = False
+
+    def _sent(self, step: Step, ctrl: Controller, msg: Msg | None) -> None:
+        """After a send: ``capture_time``, ``msg_id_as`` and the ``{sent...}`` variables."""
+        if step.options.get("capture_time"):
+            self.times[str(step.options["capture_time"])] = time.monotonic()
+        rec: dict[str, Any] = {}
+        if ctrl.last_sent is not None:
+            try:
+                rec = records.to_mapping(records.parse_record(ctrl.last_sent))
+            except records.RecordDecodeError:
+                rec = {}
+        msg_id = msg.header.msg_id if msg is not None else ""
+        self.variables["sent"] = {"msg_id": msg_id, "record": rec}
+        if msg is not None:
+            self._last_msg[step.identity] = msg
+        if step.options.get("msg_id_as"):
+            self.variables[str(step.options["msg_id_as"])] = msg_id
+
+    async def _do_send_record(self, step: Step, phase: str) -> None:
+        """A Record the case writes field by field (addressing, security fields, session
+        fields, or raw bytes), sent as it is on the identity's MTP binding."""
+        ctrl = self._controller(step.identity)
+        body = substitute(dict(step.body), self.variables)
+        msg: Msg | None = None
+        mark = ctrl.mark
+        self._sent_marks[step.identity] = mark
+        if "raw" in body:
+            data = bytes.fromhex(re.sub(r"\s+", "", str(body["raw"])))
+            await ctrl.send_raw(data, decoded=f"{len(data)} raw bytes (malformed Record)")
+            self.result.messages.append(f"-> {step.identity}: {len(data)} raw bytes")
+        else:
+            payload = body.get("payload")
+            if payload is not None and payload != "none":
+                msg = self._build(payload)
+                messages.complete_header(msg, allocator=ctrl.allocator)
+            rec = self._record(body, ctrl, msg)
+            await ctrl.send_record(rec, to=ctrl.default_agent, msg=msg)
+            self.result.messages.append(f"-> {step.identity}: {summary(rec)}"
+                                        + (f" {render_msg(msg)}" if msg is not None else ""))
+        self._sent(step, ctrl, msg)
+        expect = step.options.get("expect")
+        if expect is not None and msg is not None:
+            await self._expect_reply(step, phase, ctrl, msg, msg.header.msg_id, expect, mark)
+
+    def _record(self, body: Mapping[str, Any], ctrl: Controller, msg: Msg | None) -> Record:
+        """The Record a ``send_record`` step describes (defaults: the identity's own
+        addressing, PLAINTEXT, the case's ``{session.id}``)."""
+        try:
+            security = records.Security(
+                payload_security=PayloadSecurity.Value(str(body.get("payload_security",
+                                                                    "PLAINTEXT"))),
+                mac_signature=_field_bytes(body.get("mac_signature")),
+                sender_cert=_field_bytes(body.get("sender_cert")))
+            common = {"to_id": str(body.get("to_id", self.env.agent_id)),
+                      "from_id": str(body.get("from_id", ctrl.endpoint_id)),
+                      "version": str(body.get("version", ctrl.usp_version)),
+                      "security": security}
+            payload = msg.SerializeToString() if msg is not None else None
+            sc = body.get("session_context")
+            if sc is None:
+                return records.no_session_record(payload or b"", **common)
+            sc = dict(sc)
+            return records.session_record(
+                session_id=int(sc.get("session_id", self.variables["session"]["id"])),
+                sequence_id=int(sc.get("sequence_id", 1)),
+                expected_id=int(sc.get("expected_id", 1)),
+                retransmit_id=int(sc.get("retransmit_id", 0)),
+                payloads=[payload] if payload is not None else [],
+                payload_sar_state=PayloadSARState.Value(str(sc.get("payload_sar", "NONE"))),
+                payloadrec_sar_state=PayloadSARState.Value(str(sc.get("payloadrec_sar", "NONE"))),
+                **common)
+        except (ValueError, TypeError) as exc:
+            raise SuiteError(f"cannot build the Record: {exc}") from None
+
+    async def _do_resend(self, step: Step, phase: str) -> None:
+        """The identity's last Record again, byte for byte, ``times`` times (duplicates)."""
+        ctrl = self._controller(step.identity)
+        if ctrl.last_sent is None:
+            raise SuiteError("resend: this controller has sent no Record yet")
+        mark = ctrl.mark
+        self._sent_marks[step.identity] = mark
+        times = int((step.body or {}).get("times", 1))
+        for _ in range(times):
+            await ctrl.send_raw(ctrl.last_sent, decoded="the previous Record again")
+        self.result.messages.append(f"-> {step.identity}: the previous Record {times} more time(s)")
+        msg = self._last_msg.get(step.identity)
+        expect = step.options.get("expect")
+        if expect is not None and msg is not None:
+            await self._expect_reply(step, phase, ctrl, msg, msg.header.msg_id, expect, mark)
+
+    def _record_view(self, item: Received) -> dict[str, Any]:
+        """What ``expect_record`` matches: the Record's fields plus its decoded ``msg``."""
+        view: dict[str, Any] = records.to_mapping(item.record) if item.record is not None else {}
+        if item.msg is not None:
+            view["msg"] = messages.to_mapping(item.msg)
+        return view
+
+    def _record_since(self, where: Any, identity: str, ctrl: Controller) -> int:
+        """``from`` of the record steps: ``send`` (after the identity's last send; the
+        default), ``last`` (after the previous expect_record match), ``case``, ``now``."""
+        case_start = self._case_marks.get(identity, 0)
+        if where in (None, "send"):
+            return self._sent_marks.get(identity, case_start)
+        if where == "last":
+            return self._record_marks.get(identity, self._sent_marks.get(identity, case_start))
+        if where == "now":
+            return ctrl.mark
+        return case_start
+
+    async def _do_expect_record(self, step: Step, phase: str) -> None:
+        """A Record from the EUT whose fields (and decoded Msg) match (TP-469 sections 2, 3)."""
+        body = step.body
+        identity = str(body.get("as", "primary"))
+        ctrl = self._controller(identity)
+        matcher = compile_matcher(substitute(body["match"], self.variables))
+        metrics = list(body.get("metrics", []))
+        within = float(body.get("within", self.env.response_timeout))
+        since = self._record_since(body.get("from"), identity, ctrl)
+        try:
+            item = await ctrl.wait_for(
+                lambda r: r.record is not None
+                and matcher.match(self._record_view(r), context={}).ok,
+                what=f"Record matching step {step.index}", timeout=within, since=since)
+        except ControllerTimeout:
+            seen = [self._record_view(r) for r in ctrl.received[since:] if r.record is not None]
+            self._fail(metrics, f"no matching Record within {within:g}s ({len(seen)} other "
+                       "Records received)", expected=matcher.describe(),
+                       observed=seen[-3:] or "nothing", phase=phase)
+            return
+        view = self._record_view(item)
+        assert item.record is not None
+        self.result.messages.append(f"<- {identity}: {summary(item.record)}")
+        self._universal(item)
+        self._record_marks[identity] = item.index + 1
+        self.variables.update(matcher.match(view, context={}).captures)
+        if body.get("capture_time"):
+            self.times[str(body["capture_time"])] = item.inbound.received_at
+        self._pass(metrics)
+        self._capture(body.get("capture"), view)
+
+    async def _do_expect_no_record(self, step: Step, phase: str) -> None:
+        """No matching Record from the EUT during ``for`` seconds."""
+        body = step.body
+        identity = str(body.get("as", "primary"))
+        ctrl = self._controller(identity)
+        matcher = compile_matcher(substitute(body["match"], self.variables))
+        metrics = list(body.get("metrics", []))
+        since = self._record_since(body.get("from"), identity, ctrl)
+        try:
+            item = await ctrl.wait_for(
+                lambda r: r.record is not None
+                and matcher.match(self._record_view(r), context={}).ok,
+                what="unwanted Record", timeout=float(body["for"]), since=since)
+        except ControllerTimeout:
+            self._pass(metrics)
+            return
+        self._fail(metrics, "the EUT sent a Record although none is due",
+                   expected=f"no Record matching {matcher.describe()} for {body['for']}s",
+                   observed=self._record_view(item), phase=phase)
 
     async def _expect_reply(self, step: Step, phase: str, ctrl: Controller, msg: Msg,
                             msg_id: str, expect: Mapping[str, Any], mark: int) -> None:
@@ -639,6 +816,15 @@ class CaseRunner:
             except (KeyError, IndexError, TypeError) as exc:
                 raise SuiteError(f"capture {name!r}: {path!r} not found in the answer ({exc})") \
                     from None
+
+
+def _field_bytes(value: Any) -> bytes:
+    """A bytes field of a ``send_record`` step: ``{hex: "..."}`` or text (UTF-8)."""
+    if value is None:
+        return b""
+    if isinstance(value, Mapping):
+        return bytes.fromhex(re.sub(r"\s+", "", str(value["hex"])))
+    return str(value).encode()
 
 
 def _decoded(entry: Any) -> Any:

@@ -29,6 +29,21 @@ Steps (each a mapping with exactly one action):
   or ``{text: <protobuf text format, as TP-469 prints it>}``; options ``as``
   (controller identity: primary, secondary, unknown), ``expect`` (below),
   ``capture`` ({name: dotted path into the response}).
+* ``send_record``: a Record written field by field (TP-469 sections 2 and 3): ``to_id``,
+  ``from_id``, ``version``, ``payload_security``, ``mac_signature`` / ``sender_cert``
+  (``{hex: ...}`` or text), ``session_context: {session_id, sequence_id, expected_id,
+  retransmit_id, payload_sar, payloadrec_sar}`` (else no_session_context), ``payload`` (a
+  request as in ``send``, or ``none``) or ``raw: <hex>`` (exact bytes, e.g. malformed);
+  options as ``send`` plus ``msg_id_as: name``. ``{session.id}`` / ``{session.other_id}`` are
+  fresh session ids of the case (``session_id`` defaults to ``{session.id}``).
+* ``resend``: ``{times: n}``: the identity's last Record again, byte for byte (duplicates);
+  option ``expect`` about the Msg it carried.
+* ``expect_record``: ``{match: <matcher on the Record>, from: send|last|case|now, within: s,
+  metrics, capture, capture_time, as}``: a Record from the EUT; the matcher sees
+  :func:`conformance.usp.records.to_mapping` plus ``msg`` (the decoded Msg). ``from: send``
+  (default) looks after the identity's last send, ``last`` after the previous match.
+* ``expect_no_record``: ``{match, for: s, from: send|now, metrics, as}``.
+  After each send the variables ``{sent.msg_id}`` and ``{sent.record...}`` describe it.
 * ``expect_notification``: ``{match: <matcher on the notify body>, metrics: [...],
   within: seconds, as: identity, capture: {...}}``.
 * ``expect_no_notification``: ``{match: <matcher>, for: seconds, metrics: [...], as: identity,
@@ -45,7 +60,8 @@ Steps (each a mapping with exactly one action):
   ``{triggered: true, metrics: [...], within: s}``: the case's previous send already made the
   EUT reboot (Operate Device.Reboot()); only wait for the reconnect, which proves ``metrics``.
 * ``controller``: ``{auto_notify_resp: false}`` (option ``as``): change how a suite controller
-  behaves, e.g. stop answering Notify (TP-469 "do not send a NotifyResp"); restored at the end.
+  behaves, e.g. stop answering Notify (TP-469 "do not send a NotifyResp"), or
+  ``{session_context: true}`` (talk inside an E2E session context); restored at the end.
 * ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
 * ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
 * ``python``: ``{action: name, args: {...}}`` a Python action registered under the
@@ -90,16 +106,18 @@ SECTIONS = {
     "11": "11 MQTT",
 }
 FUNCTIONALITY = ("mandatory", "conditional", "deprecated", "future")
-STEP_ACTIONS = ("send", "expect_notification", "expect_no_notification", "expect_mtp",
+STEP_ACTIONS = ("send", "send_record", "resend", "expect_record", "expect_no_record",
+                "expect_notification", "expect_no_notification", "expect_mtp",
                 "expect_no_mtp", "reboot", "wait", "scenario", "python", "controller")
-#: what a case may need from its run (``requires:``): ``tls`` (the MTP runs over TLS)
-REQUIREMENTS = ("tls",)
+#: what a case may need from its run (``requires:``): ``tls`` (the MTP runs over TLS),
+#: ``no-absolute-time`` (the EUT was booted where it cannot learn the absolute time, TP-469 2.6)
+REQUIREMENTS = ("tls", "no-absolute-time")
 #: ``mtps:`` tokens: the run MTPs each one stands for (``mqtt``: either MQTT version)
 MTP_TOKENS = {"mqtt": ("mqtt", "mqtt311"), "mqtt5": ("mqtt",), "mqtt311": ("mqtt311",),
               "stomp": ("stomp",), "websocket": ("websocket",),
               "websocket-server": ("websocket-server",), "uds": ("uds",)}
 #: what a ``controller`` step may change on a suite controller (restored when the case ends)
-CONTROLLER_SETTINGS = ("auto_notify_resp",)
+CONTROLLER_SETTINGS = ("auto_notify_resp", "session_context")
 IDENTITIES = ("primary", "secondary", "unknown")
 
 

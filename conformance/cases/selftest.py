@@ -52,26 +52,29 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
     """
     # Cases that mostly wait (TP-469's timing procedures) get an agent each; the others
     # share one per ``chunk``. The longest groups start first, so the run ends sooner.
-    # Cases that need TLS (requires: [tls]) run on agents of a TLS run.
-    plan: list[tuple[str | None, bool, list[Case]]] = []
-    for tls in (False, True):
-        mine = [c for c in cases if ("tls" in c.requires) == tls]
+    # Cases that need something of their run (requires: [tls], ...) run on agents of such
+    # a run.
+    plan: list[tuple[str | None, frozenset[str], list[Case]]] = []
+    for needs in sorted({frozenset(c.requires) for c in cases}, key=sorted):
+        mine = [c for c in cases if frozenset(c.requires) == needs]
         slow = [c for c in mine if waits(c) >= SLOW]
         quick = [c for c in mine if waits(c) < SLOW]
-        plan += [(None, tls, [c]) for c in slow]
-        plan += [(None, tls, quick[i:i + chunk]) for i in range(0, len(quick), chunk)]
-    by_fault: dict[tuple[str, bool], list[Case]] = {}
+        plan += [(None, needs, [c]) for c in slow]
+        plan += [(None, needs, quick[i:i + chunk]) for i in range(0, len(quick), chunk)]
+    by_fault: dict[tuple[str, frozenset[str]], list[Case]] = {}
     for case in cases if faults else ():  # faults=False: the clean runs only
         for fault in case.killed_by:
-            by_fault.setdefault((fault, "tls" in case.requires), []).append(case)
-    plan += [(fault, tls, group) for (fault, tls), group in by_fault.items()]
+            by_fault.setdefault((fault, frozenset(case.requires)), []).append(case)
+    plan += [(fault, needs, group) for (fault, needs), group in by_fault.items()]
     plan.sort(key=lambda group: -sum(waits(c) for c in group[2]))
     gate = asyncio.Semaphore(max(1, jobs))
 
-    async def run_group(fault: str | None, tls: bool, group: list[Case]) -> list[Row]:
+    async def run_group(fault: str | None, needs: frozenset[str], group: list[Case]) -> list[Row]:
         settings = BuiltinSettings(mtp=mtp, faults=(fault,) if fault else (),
                                    response_timeout=response_timeout,
-                                   notification_timeout=max(response_timeout, 5.0), tls=tls)
+                                   notification_timeout=max(response_timeout, 5.0),
+                                   tls="tls" in needs,
+                                   absolute_time="no-absolute-time" not in needs)
         rows = []
         async with gate:
             try:

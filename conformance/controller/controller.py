@@ -34,6 +34,14 @@ from conformance.usp.schema import USP_VERSION, Msg, Record, body_kind
 DEFAULT_TIMEOUT = 10.0
 
 
+def _single_msg(rec: Record) -> Msg | None:
+    """The Msg of a single-payload Record, or None (no payload, segmented, undecodable)."""
+    try:
+        return records.unwrap_msg(rec)
+    except records.MsgDecodeError:
+        return None
+
+
 class ControllerTimeout(TimeoutError):
     """Nothing matching arrived in time; the message names what was awaited."""
 
@@ -90,6 +98,11 @@ class Controller:
         self._changed = asyncio.Event()
         self._waiters = 0
         self._pending_send_errors: list[BaseException] = []
+        #: session ids of session_context Records sent outside a SessionContext (a case
+        #: writing the fields itself): the EUT's answers on them are expected
+        self._manual_sessions: set[int] = set()
+        #: the bytes of the last Record sent (``resend`` sends them again)
+        self.last_sent: bytes | None = None
 
     # --- wiring ------------------------------------------------------------
 
@@ -122,6 +135,19 @@ class Controller:
         self._session_tasks[agent_id] = asyncio.get_running_loop().create_task(
             self._session_timer(agent_id, ctx))
         return ctx
+
+    @property
+    def session_context(self) -> bool:
+        """Whether the controller talks to its (single) agent inside a session context;
+        settable (a case's ``controller: {session_context: true}`` step)."""
+        return bool(self._routes) and self.default_agent in self._sessions
+
+    @session_context.setter
+    def session_context(self, on: bool) -> None:
+        if on and not self.session_context:
+            self.use_session_context(self.default_agent)
+        elif not on and self._routes:
+            self.drop_session_context(self.default_agent)
 
     def drop_session_context(self, agent_id: str) -> None:
         """Go back to no_session_context Records for ``agent_id``."""
@@ -167,6 +193,9 @@ class Controller:
 
     async def send_record(self, rec: Record, *, to: str | None = None, msg: Msg | None = None) -> None:
         """Send any Record as it is (also deliberately malformed ones)."""
+        agent = to or rec.to_id or None
+        if records.record_kind(rec) == "session_context" and agent not in self._sessions:
+            self._manual_sessions.add(rec.session_context.session_id)
         await self.send_raw(records.serialize(rec), to=to or rec.to_id or None,
                             decoded=summary(msg) if msg is not None else summary(rec))
 
@@ -175,6 +204,7 @@ class Controller:
         agent = to or self.default_agent
         binding = self.binding_for(agent)
         self._record("usp.record", "out", binding.mtp, data, decoded or f"{len(data)} raw bytes")
+        self.last_sent = data
         await binding.send(data, to_id=agent)
 
     async def request(self, msg: Msg, *, to: str | None = None,
@@ -200,10 +230,15 @@ class Controller:
                            violations: list[Violation]) -> None:
         ctx = self._sessions.get(rec.from_id)
         if ctx is None:
-            violations = [*violations, Violation(2, "R-E2E.4", "record.session_context",
-                                                 "session context Record from an agent the "
-                                                 "controller has no session with", "warning")]
-            self._store(Received(rec, None, inbound, violations))
+            # No SessionContext of ours: a case writing session fields itself, or an agent
+            # starting a session we did not ask for. A complete payload is still decoded.
+            if rec.session_context.session_id not in self._manual_sessions:
+                violations = [*violations, Violation(2, "R-E2E.4", "record.session_context",
+                                                     "session context Record from an agent the "
+                                                     "controller has no session with", "warning")]
+            msg = _single_msg(rec)
+            self._store(Received(rec, msg, inbound,
+                                 [*violations, *(check_msg(msg) if msg is not None else [])]))
             return
         events = ctx.receive(rec, now=time.monotonic())
         stored = False

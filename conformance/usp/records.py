@@ -237,6 +237,42 @@ def unwrap_msg(rec: Record) -> Msg | None:
     return None if payload is None else parse_msg(payload)
 
 
+def to_mapping(rec: Record) -> dict[str, object]:
+    """The non-payload fields of a Record as plain values, for matchers and reports.
+
+    Integers stay integers, bytes become lowercase hex (``mac_signature``,
+    session payloads), enums their names; ``type`` is the record_type oneof.
+    The payload's Msg is not decoded here (the caller adds it as ``msg``).
+    """
+    out: dict[str, object] = {
+        "version": rec.version, "to_id": rec.to_id, "from_id": rec.from_id,
+        "payload_security": PayloadSecurity.Name(rec.payload_security)
+        if rec.payload_security in PayloadSecurity.values() else int(rec.payload_security),
+        "mac_signature": rec.mac_signature.hex(),
+        "sender_cert": rec.sender_cert.decode("utf-8", "replace"),
+        "type": record_kind(rec),
+    }
+    kind = record_kind(rec)
+    if kind == "session_context":
+        sc = rec.session_context
+        out["session_context"] = {
+            "session_id": sc.session_id, "sequence_id": sc.sequence_id,
+            "expected_id": sc.expected_id, "retransmit_id": sc.retransmit_id,
+            "payload_sar": _sar_name(sc.payload_sar_state),
+            "payloadrec_sar": _sar_name(sc.payloadrec_sar_state),
+            "payload_count": len(sc.payload), "payload_hex": [p.hex() for p in sc.payload]}
+    elif kind == "no_session_context":
+        out["no_session_context"] = {"payload_hex": rec.no_session_context.payload.hex()}
+    elif kind == "disconnect":
+        out["disconnect"] = {"reason": rec.disconnect.reason,
+                             "reason_code": rec.disconnect.reason_code}
+    return out
+
+
+def _sar_name(value: int) -> str:
+    return PayloadSARState.Name(value) if value in PayloadSARState.values() else str(value)
+
+
 def serialize(obj: Record | Msg) -> bytes:
     """Serialize a Record or Msg deterministically (stable map ordering)."""
     return obj.SerializeToString(deterministic=True)
@@ -259,6 +295,7 @@ __all__ = [
     "serialize",
     "session_record",
     "stomp_connect_record",
+    "to_mapping",
     "uds_connect_record",
     "unwrap_msg",
     "websocket_connect_record",

@@ -121,3 +121,23 @@ def test_no_session_round_trip_property(to_id, from_id, payload, version):
     back = r.parse_record(r.serialize(rec))
     assert (back.to_id, back.from_id, back.version) == (to_id, from_id, version)
     assert r.record_payload(back) == payload
+
+
+def test_to_mapping_gives_non_payload_fields_as_plain_values():
+    """Matchers see Record fields (R-E2E.*) as ints, names and hex, never protobuf objects."""
+    msg = request("get", {"param_paths": ["Device."]}, msg_id="m1")
+    sec = r.Security(mac_signature=b"\x01\x02", sender_cert=b"PEM")
+    rec = r.session_record(to_id="a::1", from_id="b::2", session_id=7, sequence_id=3,
+                                 expected_id=2, retransmit_id=1,
+                                 payloads=[msg.SerializeToString()], security=sec)
+    view = r.to_mapping(rec)
+    assert view["type"] == "session_context" and view["payload_security"] == "PLAINTEXT"
+    assert view["mac_signature"] == "0102" and view["sender_cert"] == "PEM"
+    assert view["session_context"] == {
+        "session_id": 7, "sequence_id": 3, "expected_id": 2, "retransmit_id": 1,
+        "payload_sar": "NONE", "payloadrec_sar": "NONE", "payload_count": 1,
+        "payload_hex": [msg.SerializeToString().hex()]}
+    bye = r.to_mapping(r.disconnect_record(to_id="a", from_id="b", reason="x",
+                                                       reason_code=7003))
+    assert bye["disconnect"] == {"reason": "x", "reason_code": 7003}
+    assert r.to_mapping(r.Record())["type"] is None
