@@ -201,6 +201,11 @@ ALTERNATES: Mapping[str, Alternate] = MappingProxyType(dict([
          "1.79, 1.91, 1.100", "valid input arguments of command_with_input_args"),
     _alt("event_with_args", "Device.Boot!", "event",
          "1.98, 1.106", "an event with arguments (Feature 39)"),
+    _alt("secured_object", "Device.MQTT.Client.", "object",
+         "2.27", "a table the primary may Add to whose instances have a writable secured "
+         "parameter (Feature 40)"),
+    _alt("secured_parameter", "Password", "relative-parameter",
+         "2.27", "a writable parameter with the secured attribute in secured_object instances"),
 ]))
 
 _PATH_KINDS = {"object": PathKind.OBJECT, "parameter": PathKind.PARAMETER,
@@ -609,8 +614,8 @@ def _reference_in_code() -> EUTProfile:
         eut=EUTInfo(name="usp-conformance reference Agent", endpoint_id=eid,
                     firmware_version="1.0.0", manufacturer="usp-conformance",
                     model="Reference Agent", firmware_banks=2, usp_version="1.4"),
-        features=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 24, 25, 26, 27, 28,
-                  30, 31, 35, 36, 37, 38, 39, 40, 42),
+        features=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 23, 24, 25, 26, 27,
+                  28, 30, 31, 35, 36, 37, 38, 39, 40, 42),
         mtps=(MQTTConfig(name="mqtt", version="5.0", broker="suite", host="127.0.0.1", port=0,
                          agent_topic=f"usp/agent/{eid}", controller_topic="usp/controller"),
               STOMPConfig(name="stomp", agent_destination=f"/queue/agent-{eid}",

@@ -91,8 +91,8 @@ def test_reference_profile_loads_and_describes_the_builtin_agent():
     p = load_profile(REFERENCE)
     assert p.is_builtin_agent and p.agent.faults == ()
     assert p.eut.endpoint_id == "os::012345-0001" and p.eut.firmware_banks == 2
-    assert p.features == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 24, 25, 26,
-                          27, 28, 30, 31, 35, 36, 37, 38, 39, 40, 42)
+    assert p.features == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 15, 17, 18, 19, 23, 24, 25,
+                          26, 27, 28, 30, 31, 35, 36, 37, 38, 39, 40, 42)
     assert not set(p.features) & REMOVED_FEATURES
     mqtt = p.mtp()
     assert isinstance(mqtt, MQTTConfig) and mqtt.name == "mqtt"
@@ -165,7 +165,8 @@ def test_reference_alternate_defaults_exist_in_the_agent_data_model():
             path = p.alternate(name).replace("{i}", "1")
             assert store.param_def(path) is not None, name
         elif alt.kind == "relative-parameter":
-            table = p.alternate("multi_instance_object") + "1." + p.alternate(name)
+            owner = "secured_object" if name == "secured_parameter" else "multi_instance_object"
+            table = p.alternate(owner) + "1." + p.alternate(name)
             assert store.param_def(table) is not None, name
 
 
@@ -590,7 +591,7 @@ def test_every_alternate_default_passes_validation(tmp_path):
 def test_supports():
     p = default_profile()
     assert p.supports(5) and p.supports(42)
-    assert not p.supports(23) and not p.supports(11) and not p.supports(16)
+    assert not p.supports(21) and not p.supports(11) and not p.supports(16)
     for bad in (0, 43, -1, True):
         with pytest.raises(ValueError, match="not a TP-469 Feature ID"):
             p.supports(bad)

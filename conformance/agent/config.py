@@ -9,6 +9,8 @@ Run configuration (YAML)::
     faults: [msg.no_response]        # deliberate violations (usp-conformance agent --list-faults)
     timeline: agent-timeline.jsonl   # optional: what the agent saw and sent
     tls: {certificate: a.pem, private_key: a.key, trust: ca.pem}
+    absolute_time: true              # false: no absolute time, peers' certificate dates
+                                     # are ignored (R-MTP.2, TP-469 2.6)
     values:                          # set on every boot, after the factory defaults
       Device.MQTT.Client.1.BrokerPort: 1883
 
@@ -69,6 +71,8 @@ class AgentConfig:
     certificate: Path | None = None   # the agent's own certificate (PEM), for TLS MTPs
     private_key: Path | None = None
     trust: Path | None = None         # CA certificates the agent trusts (PEM)
+    #: False: the agent cannot learn the absolute time (R-MTP.2, R-SEC.19, TP-469 2.6)
+    absolute_time: bool = True
 
     @property
     def state_file(self) -> Path:
@@ -80,7 +84,8 @@ def load_config(path: Path) -> AgentConfig:
     data = _read_yaml(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping with at least 'state_dir'")
-    known = {"state_dir", "factory_defaults", "faults", "timeline", "values", "tls"}
+    known = {"state_dir", "factory_defaults", "faults", "timeline", "values", "tls",
+             "absolute_time"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; "
@@ -99,6 +104,9 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError(f"{path}: 'tls' takes certificate, private_key and trust (PEM files)")
     if bool(tls.get("certificate")) != bool(tls.get("private_key")):
         raise ConfigError(f"{path}: 'tls' needs both certificate and private_key")
+    absolute_time = data.get("absolute_time", True)
+    if not isinstance(absolute_time, bool):
+        raise ConfigError(f"{path}: 'absolute_time' must be true or false")
 
     def file(key: str) -> Path | None:
         return (base / str(tls[key])).resolve() if tls.get(key) else None
@@ -111,6 +119,7 @@ def load_config(path: Path) -> AgentConfig:
         faults=tuple(check_faults(faults, where=str(path))),
         timeline=(base / str(data["timeline"])).resolve() if data.get("timeline") else None,
         extra_values={str(k): to_text(v) for k, v in values.items()},
+        absolute_time=absolute_time,
     )
 
 

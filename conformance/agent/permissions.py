@@ -129,6 +129,41 @@ register("trust.disabled_role_applies", "R-SEC.1",
          "applies the Permissions of Roles whose Enable is false")
 register("trust.disabled_permission_applies", "R-SEC.1",
          "applies Permission entries whose Enable is false")
+register("trust.admit_no_assigned_role", "TP-469 2.9 / R-SEC.6",
+         "records a newly seen Controller with an empty AssignedRole instead of the "
+         "UntrustedRole (the Untrusted permissions still apply, but the data model hides it)")
+register("trust.roles_fixed", "TP-469 2.10",
+         "never grants Obj write on ControllerTrust.Role., so no Role can be added whatever the "
+         "Controller's Permissions say")
+register("trust.obj_write_misread", "TP-469 2.11",
+         "reads the Obj write letter from the x position of the Obj string ('rw--' grants no "
+         "object creation)")
+register("trust.instance_write_misread", "TP-469 2.13",
+         "reads the InstantiatedObj write letter from the n position ('rw--' grants no "
+         "deletion)")
+register("trust.param_write_misread", "TP-469 2.15",
+         "reads the Param write letter from the x position ('rw--' grants no parameter update)")
+register("trust.command_execute_misread", "TP-469 2.17",
+         "reads the CommandEvent execute letter from the w position ('r-x-' grants no "
+         "execution)")
+register("trust.param_notify_misread", "TP-469 2.19",
+         "reads the Param notify letter from the x position ('rw-n' grants no value change "
+         "notification)")
+register("trust.param_target_covers_object", "TP-469 2.25",
+         "a Target naming a parameter covers its whole object (every parameter of it), not "
+         "just that parameter")
+register("trust.secured_roles_ignored", "TP-469 2.27",
+         "hides secured values from every Controller, also those holding a Role listed in "
+         "SecuredRoles")
+
+#: misread faults: fault -> (kind, letter, the position the letter is wrongly read from)
+_MISREADS: dict[str, tuple[TargetKind, str, int]] = {
+    "trust.obj_write_misread": ("Obj", "w", 2),
+    "trust.instance_write_misread": ("InstantiatedObj", "w", 3),
+    "trust.param_write_misread": ("Param", "w", 2),
+    "trust.command_execute_misread": ("CommandEvent", "x", 1),
+    "trust.param_notify_misread": ("Param", "n", 2),
+}
 
 
 # --- permission strings ------------------------------------------------------------------
@@ -171,6 +206,12 @@ def _parse_checked(text: str) -> Path | None:
         return None
 
 
+def _is_role_table(checked: Path) -> bool:
+    """Whether ``checked`` is the Role table (``...ControllerTrust.Role.`` / ``.Role.{i}.``)."""
+    text = str(checked)
+    return text in (ROLE_TABLE, ROLE_TABLE + "{i}.", ROLE_TABLE + "*.")
+
+
 def _as_table_instance(store: Store, path: Path) -> Path:
     """``...Subscription.`` (a table) is checked as ``...Subscription.{i}.``."""
     if path.kind is not PathKind.OBJECT or not isinstance(path.segments[-1], Name):
@@ -197,15 +238,20 @@ class Target:
     def parse(cls, text: str) -> Target:
         return cls(text.strip(), _parse_target(text))
 
-    def covers(self, store: Store, checked: Path, *, recursive: bool = True) -> bool:
-        """Whether this target grants its permissions for ``checked`` (see module doc)."""
+    def covers(self, store: Store, checked: Path, *, recursive: bool = True,
+               param_as_object: bool = False) -> bool:
+        """Whether this target grants its permissions for ``checked`` (see module doc).
+
+        ``param_as_object`` (fault ``trust.param_target_covers_object``) widens a
+        parameter target to the object that holds it."""
         if self.path is None:
             return False
         if self.path.has_reference_following:
-            return self._covers_resolved(store, checked, recursive)
-        return _covers(store, self.path, checked, recursive)
+            return self._covers_resolved(store, checked, recursive, param_as_object)
+        return _covers(store, _widen(self.path, param_as_object), checked, recursive)
 
-    def _covers_resolved(self, store: Store, checked: Path, recursive: bool) -> bool:
+    def _covers_resolved(self, store: Store, checked: Path, recursive: bool,
+                         param_as_object: bool) -> bool:
         text = str(self.path)
         try:
             res = resolve(store, text)
@@ -214,9 +260,17 @@ class Target:
         found = res.leaves or res.objects
         for concrete in found:
             target = _parse_target(concrete)
-            if target is not None and _covers(store, target, checked, recursive):
+            if target is not None and _covers(store, _widen(target, param_as_object), checked,
+                                              recursive):
                 return True
         return False
+
+
+def _widen(target: Path, param_as_object: bool) -> Path:
+    """A parameter target as its owning object (only under ``trust.param_target_covers_object``)."""
+    if not param_as_object or target.kind is not PathKind.PARAMETER:
+        return target
+    return paths.parent(target) or target
 
 
 def _covers(store: Store, target: Path, checked: Path, recursive: bool) -> bool:
@@ -273,9 +327,13 @@ class Permission:
     order: int
     targets: tuple[Target, ...]
     bits: Mapping[str, frozenset[str]]
+    #: the raw ``rwxn`` strings by kind (what the misread faults look at)
+    texts: Mapping[str, str] = field(default_factory=dict)
 
-    def covers(self, store: Store, checked: Path, *, recursive: bool = True) -> bool:
-        return any(t.covers(store, checked, recursive=recursive) for t in self.targets)
+    def covers(self, store: Store, checked: Path, *, recursive: bool = True,
+               param_as_object: bool = False) -> bool:
+        return any(t.covers(store, checked, recursive=recursive, param_as_object=param_as_object)
+                   for t in self.targets)
 
 
 @dataclass(frozen=True)
@@ -311,12 +369,14 @@ def load_role(store: Store, role_path: str) -> Role:
             order = int(_get(store, perm + "Order", "0").strip())
         except ValueError:
             order = 0
+        texts: dict[str, str] = {kind: _get(store, perm + kind) for kind in PERMISSION_KINDS}
         perms.append(Permission(
             path=perm,
             enabled=_true(_get(store, perm + "Enable")),
             order=order,
             targets=tuple(Target.parse(t) for t in _split_list(_get(store, perm + "Targets"))),
-            bits={kind: parse_bits(_get(store, perm + kind)) for kind in PERMISSION_KINDS},
+            bits={kind: parse_bits(text) for kind, text in texts.items()},
+            texts=texts,
         ))
     return Role(role_path, _get(store, role_path + "Name"), _true(_get(store, role_path + "Enable")),
                 tuple(perms))
@@ -447,6 +507,8 @@ class RoleAccess:
         checked = self._checked(path)
         if checked is None:
             return _NO_BITS
+        if kind == "Obj" and self.faults.on("trust.roles_fixed") and _is_role_table(checked):
+            return self._union(kind, checked) - {"w"}
         if self._live:
             return self._union(kind, checked)
         key = (kind, path)
@@ -463,6 +525,8 @@ class RoleAccess:
         """
         if self.faults.on("trust.secured_in_clear"):
             return True
+        if self.faults.on("trust.secured_roles_ignored"):
+            return False
         checked = self._checked(path) if path is not None else None
         if path is not None and checked is None:
             return False
@@ -496,15 +560,27 @@ class RoleAccess:
         """The letters one Role grants (None: no Permission of the Role matches)."""
         keep_disabled = self.faults.on("trust.disabled_permission_applies")
         recursive = not self.faults.on("trust.partial_path_not_recursive")
+        widen = self.faults.on("trust.param_target_covers_object")
         matching = [p for p in role.permissions
                     if (p.enabled or keep_disabled)
-                    and p.covers(self.store, checked, recursive=recursive)]
+                    and p.covers(self.store, checked, recursive=recursive, param_as_object=widen)]
         if not matching:
             return None
         if self.faults.on("trust.order_ignored"):
-            return matching[0].bits[kind]
+            return self._bits(matching[0], kind)
         top = max(p.order for p in matching)
-        return frozenset().union(*(p.bits[kind] for p in matching if p.order == top))
+        return frozenset().union(*(self._bits(p, kind) for p in matching if p.order == top))
+
+    def _bits(self, perm: Permission, kind: TargetKind) -> frozenset[str]:
+        """The letters ``perm`` grants for ``kind`` (as misread under the misread faults)."""
+        bits = perm.bits[kind]
+        for fault, (fault_kind, letter, position) in _MISREADS.items():
+            if fault_kind != kind or not self.faults.on(fault):
+                continue
+            text = perm.texts.get(kind, "")
+            misread = len(text) > position and text[position] != "-"
+            bits = bits | {letter} if misread else bits - {letter}
+        return frozenset(bits)
 
 
 def can_read_secured(access: object, path: str | None = None) -> bool:
@@ -633,12 +709,14 @@ def install_default_roles(store: Store) -> DefaultRoles:
     return roles
 
 
-def assign_untrusted(store: Store, endpoint_id: str) -> str:
+def assign_untrusted(store: Store, endpoint_id: str, *, faults: FaultSet | None = None) -> str:
     """Record a Controller seen for the first time: a ``Controller.{i}`` entry whose
     ``AssignedRole`` is the ``UntrustedRole`` (security.md "Assigning Controller Roles",
     TP-469 2.9). A known Controller without any Role gets the UntrustedRole written into
     its ``AssignedRole``; one with Roles is left alone. Returns the instance path."""
     untrusted = _get(store, TRUST + "UntrustedRole")
+    if faults is not None and faults.on("trust.admit_no_assigned_role"):
+        untrusted = ""
     controller = find_controller(store, endpoint_id)
     if controller is None:
         return store.add(CONTROLLER_TABLE, {"EndpointID": endpoint_id, "Enable": "true",

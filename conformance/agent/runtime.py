@@ -25,10 +25,10 @@ import contextlib
 import json
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conformance.agent import commands, permissions
 from conformance.agent.commands import firmware
@@ -50,6 +50,9 @@ from conformance.mtp.timeline import Timeline
 from conformance.usp import records
 from conformance.usp.schema import Msg
 
+if TYPE_CHECKING:
+    from conformance.agent.e2e_security import E2EMaterial
+
 _log = logging.getLogger(__name__)
 
 BOOT_MARKER = "boot.json"
@@ -62,9 +65,12 @@ class AgentRuntime:
     """One life of the reference Agent (from boot to stop or reboot)."""
 
     def __init__(self, config: AgentConfig, *, tls: TLSMaterial | None = None,
-                 timeline: Timeline | None = None, rng: random.Random | None = None) -> None:
+                 timeline: Timeline | None = None, rng: random.Random | None = None,
+                 e2e: E2EMaterial | None = None) -> None:
         self.config = config
         self.tls = tls or TLSMaterial()
+        #: E2E credential and trust anchors (TP-469 Feature 23); None: PLAINTEXT only
+        self.e2e = e2e
         self.timeline = timeline if timeline is not None else Timeline()
         self.rng = rng or random.Random()
         self.state: AgentState | None = None
@@ -107,6 +113,10 @@ class AgentRuntime:
                                          access_for=trust)
         state.notifications = self.engine
         self.core = AgentCore(state, access_for=trust, on_event=self._on_core_event)
+        if self.e2e is not None:  # Record integrity and TLS12 payload security (Feature 23)
+            from conformance.agent.e2e_security import E2ESecurity
+
+            self.core.e2e = E2ESecurity(state, self.e2e, rng=self.rng)
         self.engine.attach()
         store.listen(self._on_change)
         firmware_updated = firmware.boot_firmware(state)
@@ -223,15 +233,19 @@ class AgentRuntime:
         self._after_activity()
 
     def _admit(self, data: bytes) -> None:
-        """A controller the agent has never seen gets the Untrusted role (R-SEC.*)."""
+        """A controller the agent has never seen gets the Untrusted role (R-SEC.6, TP-469 2.9).
+
+        A Record claiming to come from the agent's own Endpoint ID is no controller's
+        (TP-469 2.1): it is never recorded."""
         assert self.state is not None
         try:
             rec = records.parse_record(data)
         except records.RecordDecodeError:
             return
         if (rec.to_id == self.state.endpoint_id and rec.from_id
+                and rec.from_id != self.state.endpoint_id
                 and permissions.find_controller(self.state.store, rec.from_id) is None):
-            permissions.assign_untrusted(self.state.store, rec.from_id)
+            permissions.assign_untrusted(self.state.store, rec.from_id, faults=self.state.faults)
 
     async def _send_on(self, mtp: AgentMTP, data: bytes, to_id: str,
                        reply_to: str | None) -> None:
@@ -242,11 +256,19 @@ class AgentRuntime:
 
     def _send_notify(self, controller_id: str, msg: Msg) -> None:
         """The engine's sender: over the first connected MTP that serves the controller;
-        held until one connects when none does (e.g. Boot! right after start)."""
-        assert self.state is not None
-        data = records.serialize(records.no_session_record(msg, to_id=controller_id,
-                                                           from_id=self.state.endpoint_id))
-        self._spawn(self._deliver(controller_id, data), name="notify")
+        held until one connects when none does (e.g. Boot! right after start). The Notify
+        travels in the controller's E2E session context when its E2ESession settings call
+        for one (conformance/agent/sessions.py), else in a no_session_context Record."""
+        assert self.core is not None
+        recs = self.core.outgoing(controller_id, msg, now=time.monotonic())
+        self._spawn(self._deliver_all(controller_id, [records.serialize(r) for r in recs]),
+                    name="notify")
+        self._wake.set()  # a session this started may have timers to run
+
+    async def _deliver_all(self, controller_id: str, data: list[bytes]) -> None:
+        """Several Records to one controller, in order (session Records, SAR segments)."""
+        for item in data:
+            await self._deliver(controller_id, item)
 
     def _serving(self, controller_id: str) -> list[AgentMTP]:
         mine = [m for m in self.mtps if m.connected and controller_id in m.controllers]
@@ -298,7 +320,9 @@ class AgentRuntime:
             if self._dirty:
                 self._dirty = False
                 self.state.store.save()
-            deadline = self.engine.next_deadline()
+            deadlines = [d for d in (self.engine.next_deadline(), self.core.session_deadline())
+                         if d is not None]
+            deadline = min(deadlines) if deadlines else None
             wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -314,19 +338,15 @@ class AgentRuntime:
 
 
 def tls_material(certificate: Path | None, private_key: Path | None,
-                 trust: Path | None) -> TLSMaterial:
-    """Agent TLS contexts from PEM files (None entries: TLS unavailable)."""
+                 trust: Path | None, *, absolute_time: bool = True) -> TLSMaterial:
+    """Agent TLS contexts from PEM files (None entries: TLS unavailable); without
+    ``absolute_time`` the peers' validity dates are ignored (R-MTP.2).
+    See :mod:`conformance.agent.mtp.tls` for what the Agent checks."""
     if certificate is None or private_key is None:
         return TLSMaterial()
+    from conformance.agent.mtp import tls as agent_tls
     from conformance.mtp import pki
 
     cred = pki.load_credential(certificate, private_key)
     anchors = pki.load_certs(trust.read_bytes()) if trust is not None else []
-
-    def client() -> ssl.SSLContext:
-        return pki.ssl_context("client", cred, trust=anchors, verify=bool(anchors))
-
-    def server() -> ssl.SSLContext:
-        return pki.ssl_context("server", cred, trust=anchors, require_client_cert=bool(anchors))
-
-    return TLSMaterial(client=client, server=server)
+    return agent_tls.material(cred, anchors, absolute_time=absolute_time)

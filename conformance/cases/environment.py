@@ -21,11 +21,12 @@ EUT's connect Record (R-MTP.8), ``close_connection`` and ``scenario``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ssl
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from conformance.agent.config import AgentConfig
 from conformance.agent.runtime import AgentRuntime
 from conformance.cases.runner import Environment, EUTNotBack, SuiteError
 from conformance.controller.controller import Controller, ControllerTimeout, Received
+from conformance.controller.e2e_session import E2EPki
 from conformance.controller.external_broker import BrokerAccount, ExternalBrokerBinding
 from conformance.eut import (
     EUTProfile,
@@ -46,6 +48,7 @@ from conformance.eut import (
 from conformance.mtp.binding import NOT_APPLICABLE_EXTERNAL, Binding, BindingClosed
 from conformance.mtp.mqtt.binding import MQTTBinding
 from conformance.mtp.mqtt.broker import MQTTBroker
+from conformance.mtp.scenario import ServerHost
 from conformance.mtp.stomp.binding import STOMPBinding
 from conformance.mtp.stomp.broker import STOMPBroker, STOMPScenario
 from conformance.mtp.timeline import Timeline
@@ -71,6 +74,12 @@ AGENT_ID = "os::012345-0001"
 MQTT_LOGIN = ("usp-agent", "usp-agent-secret")
 #: What the suite Gets to learn that an EUT on an operator's broker is there.
 PROBE_PATH = "Device.LocalAgent.EndpointID"
+#: The ``scenario`` field every TLS run offers on any MTP (``mtp: any``): which certificate
+#: the suite presents to the EUT (conformance.mtp.pki.PRESENTABLE; TP-469 2.6, 2.8, 4.1).
+TLS_CERTIFICATE_FIELD = "tls_certificate"
+#: How a TLS connection's handshake ended, by the timeline event that says so.
+_TLS_OUTCOMES = {"tls.handshake_done": "done", "tls.handshake_failed": "failed",
+                 "conn.close": "closed"}
 #: Seconds between attempts while waiting for an EUT that is (re)starting: dialing its
 #: WebSocket server, or probing it on an operator's broker while its old life answers.
 RETRY_PAUSE = 0.5
@@ -91,6 +100,14 @@ class BuiltinSettings:
     tls: bool = False
     #: False: the agent boots without an absolute time reference (TP-469 2.6)
     absolute_time: bool = True
+    #: False: the agent does not count its MTP as protecting Record integrity, so every
+    #: Record must be signed (R-E2E.28-30, TP-469 3.2)
+    mtp_protects_integrity: bool = True
+
+    def offers(self) -> frozenset[str]:
+        """The ``requires:`` conditions (beyond tls) a run with these settings meets."""
+        return frozenset({*(() if self.absolute_time else ("no-absolute-time",)),
+                          *(() if self.mtp_protects_integrity else ("no-mtp-integrity",))})
 
 
 @dataclass(frozen=True)
@@ -99,7 +116,9 @@ class RunPKI:
 
     ca: Any
     agent: Any        # the agent's credential (SAN urn:bbf:usp:id:<its Endpoint ID>)
-    suite: Any        # what the suite's server/client presents
+    suite: Any        # what the suite's server/client presents ("good")
+    #: the other certificates the suite can present (pki.PRESENTABLE), made when first used
+    others: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def make(cls) -> RunPKI:
@@ -109,18 +128,29 @@ class RunPKI:
         return cls(ca, pki.issue(ca, endpoint_id=AGENT_ID, ips=["127.0.0.1"]),
                    pki.issue(ca, endpoint_id=IDENTITIES["primary"], ips=["127.0.0.1"]))
 
-    def agent_material(self) -> Any:
-        from conformance.agent.mtp.from_model import TLSMaterial
+    def agent_material(self, *, absolute_time: bool = True) -> Any:
+        """The agent's TLS: its credential, this run's CA as its only anchor, and whether
+        it knows the absolute time (conformance.agent.mtp.tls)."""
+        from conformance.agent.mtp import tls as agent_tls
+
+        return agent_tls.material(self.agent, [self.ca.cert], absolute_time=absolute_time)
+
+    def credential(self, certificate: str = "good") -> Any:
+        """What the suite presents as ``certificate`` (pki.PRESENTABLE; PKIError otherwise):
+        the suite's own credential, or one broken like it (TP-469 2.6, 2.8, 4.1)."""
         from conformance.mtp import pki
 
-        return TLSMaterial(
-            client=lambda: pki.ssl_context("client", self.agent, trust=[self.ca.cert]),
-            server=lambda: pki.ssl_context("server", self.agent, trust=[self.ca.cert]))
+        if certificate not in self.others:
+            self.others[certificate] = pki.presentable(
+                certificate, ca=self.ca, good=self.suite, endpoint_id=IDENTITIES["primary"],
+                ips=["127.0.0.1"])
+        return self.others[certificate]
 
-    def suite_context(self, role: str) -> ssl.SSLContext:
+    def suite_context(self, role: str, certificate: str = "good") -> ssl.SSLContext:
         from conformance.mtp import pki
 
-        return pki.ssl_context(role, self.suite, trust=[self.ca.cert])  # type: ignore[arg-type]
+        return pki.ssl_context(role, self.credential(certificate),  # type: ignore[arg-type]
+                               trust=[self.ca.cert])
 
 
 def profile_alternates(profile: Any) -> dict[str, Any]:
@@ -237,6 +267,10 @@ class _SuiteSide(_Started):
         self.server: Any = None
         #: each server's own scenario, kept when a case first scripts it (reset_scenarios)
         self._base_scenarios: dict[int, Any] = {}
+        #: the certificate the suite presents to the EUT (scenario ``tls_certificate``)
+        self.presenting = "good"
+        #: how long the EUT may take to connect again after the suite changed something
+        self.reconnect_timeout = 60.0
 
     @property
     def kind(self) -> str:
@@ -310,7 +344,10 @@ class _SuiteSide(_Started):
             raise SuiteError("no suite server holds the EUT's connection")
 
     async def reset_scenarios(self) -> None:
-        """Put the suite's server back on the scenario it had before the case scripted it."""
+        """Put the suite's server back on the scenario it had before the case scripted it
+        (and on its own certificate, once the EUT is connected with it again)."""
+        if self.presenting != "good":
+            await self._restore_certificate()
         server = self.server
         if server is not None and hasattr(server, "set_scenario"):
             base = self._base_scenarios.get(id(server))
@@ -318,16 +355,155 @@ class _SuiteSide(_Started):
                 server.set_scenario(base)
 
     async def scenario(self, mtp: str, changes: Mapping[str, Any]) -> None:
-        server = self.server
-        if server is not None and hasattr(server, "scenario") and \
-                id(server) not in self._base_scenarios:
-            self._base_scenarios[id(server)] = server.scenario
-        if mtp.removesuffix("311") != self.kind:
+        """Script the run's server (``mtp`` names its MTP, or ``any``: whichever the run
+        uses). ``tls_certificate`` (every MTP over TLS) is the environment's own field:
+        see :meth:`present_certificate`."""
+        changes = dict(changes)
+        certificate = changes.pop(TLS_CERTIFICATE_FIELD, None)
+        if mtp != "any" and mtp.removesuffix("311") != self.kind:
             raise SuiteError(f"the case scripts the {mtp} server but this run is over "
                              f"{self.mtp}")
-        if self.server is None or not hasattr(self.server, "set_scenario"):
-            raise SuiteError(f"the {self.mtp} server of this run has no scenario hooks")
-        self.server.set_scenario(**dict(changes))
+        if changes:
+            server = self.server
+            if server is None or not hasattr(server, "set_scenario"):
+                raise SuiteError(f"the {self.mtp} server of this run has no scenario hooks")
+            if hasattr(server, "scenario") and id(server) not in self._base_scenarios:
+                self._base_scenarios[id(server)] = server.scenario
+            server.set_scenario(**changes)
+        if certificate is not None:
+            await self.present_certificate(str(certificate))
+
+    # --- the certificate the suite presents (TP-469 2.6, 2.8, 4.1) -------------------------
+
+    def _tls_context(self, role: str, certificate: str) -> ssl.SSLContext:
+        """The suite's TLS context presenting ``certificate`` as ``role`` (server: the
+        suite's server; client: the suite dialling the EUT's server)."""
+        raise SuiteError(f"the suite cannot present a {certificate!r} certificate in this "
+                         "run: broken certificates are made with the suite's own test CA, "
+                         "which the EUT trusts in TLS runs of the built-in agent only")
+
+    async def present_certificate(self, certificate: str) -> None:
+        """Make the suite present ``certificate`` (pki.PRESENTABLE) to the EUT on the
+        MTP and wait until the EUT meets it on a new connection.
+
+        The suite's TLS server presents it from now on and closes the EUT's connection,
+        and the EUT connects again; on websocket-server runs the suite dials the EUT's
+        server with it as client certificate. The moment the TLS handshake of that
+        connection ends, the timeline gets ``tls.presented`` (direction local):
+        ``certificate``, ``role`` (the suite's), ``conn_id``, ``handshake`` (done,
+        failed or closed, as the suite saw it: a TLS 1.3 server's verdict on the
+        client certificate comes after the client's handshake), ``reason``,
+        ``version``, ``peer_endpoint_ids`` and ``peer_certificate`` (the EUT's).
+        Whether the EUT then uses the connection is for the case to check (e.g. its
+        connect Record, R-MTP.8). SuiteError when the EUT does not connect again in time.
+        """
+        from conformance.mtp import pki
+
+        if certificate not in pki.PRESENTABLE:
+            raise SuiteError(f"tls_certificate {certificate!r} is not one the suite makes; "
+                             f"choose one of {', '.join(pki.PRESENTABLE)}")
+        role = "client" if self.mtp == "websocket-server" else "server"
+        server = self.server
+        if role == "server" and (not isinstance(server, ServerHost) or not server.tls):
+            raise SuiteError(f"the suite's {self.kind} server of this run does not use TLS: it "
+                             "has no certificate to change")
+        context = self._tls_context(role, certificate)
+        met: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        remove = self.timeline.add_listener(
+            self._attempt_watch(certificate, role, self.timeline.next_seq, met))
+        try:
+            if isinstance(server, ServerHost):
+                closed = await server.present_tls(context)
+            else:  # websocket-server: end the session, dial with the certificate
+                closed = 0
+                if isinstance(server, WSClient) and server.is_open:
+                    await server.abort()
+                    closed = 1
+            self.presenting = certificate
+            self.timeline.record("tls.scenario", direction="local", mtp=self.kind, decoded={
+                "action": "present", "certificate": certificate, "closed": closed},
+                note=f"the suite presents the {certificate} certificate")
+            wait = self.reconnect_timeout
+            if role == "client":
+                with contextlib.suppress(SuiteError):   # refused: the outcome is recorded
+                    await self._redial()
+                wait = 1.0
+            from conformance.mtp.transport import TLS_HANDSHAKE_TIMEOUT
+
+            try:
+                await asyncio.wait_for(met, wait + TLS_HANDSHAKE_TIMEOUT + 2.0)
+            except TimeoutError:
+                what = ("the suite could not open a TLS connection to the EUT's WebSocket "
+                        "server" if role == "client" else
+                        f"the EUT did not connect again within {wait:g}s after the suite "
+                        "closed its connection")
+                raise SuiteError(f"{what} to present the {certificate} certificate") from None
+        finally:
+            remove()
+
+    def _attempt_watch(self, certificate: str, role: str, mark: int,
+                       met: asyncio.Future[None]) -> Callable[[Any], None]:
+        """A timeline listener: the first connection opened from ``mark`` on (by the EUT
+        when the suite is the ``server``) and, the moment its TLS handshake ends, the
+        ``tls.presented`` event (recorded there, before anything the EUT sends on it)."""
+        direction = "out" if role == "client" else "in"
+        conn_id: str | None = None
+
+        def watch(entry: Any) -> None:
+            nonlocal conn_id
+            if met.done() or entry.seq < mark:
+                return
+            if conn_id is None:
+                if entry.kind == "conn.open" and entry.direction == direction:
+                    conn_id = entry.conn_id
+                return
+            if entry.conn_id != conn_id or entry.kind not in _TLS_OUTCOMES:
+                return
+            met.set_result(None)
+            found = dict(entry.decoded) if isinstance(entry.decoded, Mapping) else {}
+            handshake = _TLS_OUTCOMES[entry.kind]
+            self.timeline.record(
+                "tls.presented", direction="local", mtp=self.kind, conn_id=conn_id,
+                decoded={"certificate": certificate, "role": role, "conn_id": conn_id,
+                         "handshake": handshake, "reason": found.get("reason"),
+                         "version": found.get("version"),
+                         "peer_endpoint_ids": found.get("peer_endpoint_ids", []),
+                         "peer_certificate": found.get("peer_certificate")},
+                note=f"{certificate} certificate presented: handshake {handshake}")
+
+        return watch
+
+    async def _restore_certificate(self) -> None:
+        """After a case: present the suite's own certificate again and wait until the EUT
+        is connected with it (its connect Record, R-MTP.8)."""
+        primary = self.controllers["primary"]
+        mark = primary.mark
+        deadline = time.monotonic() + self.reconnect_timeout
+        if self.mtp == "websocket-server":
+            if isinstance(self.server, WSClient) and self.server.is_open:
+                await self.server.abort()   # a session the EUT accepted with a bad certificate
+            self.presenting = "good"
+            while True:
+                try:
+                    await self._redial()
+                    break
+                except SuiteError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    await asyncio.sleep(RETRY_PAUSE)
+        else:
+            server = self.server
+            assert isinstance(server, ServerHost)
+            await server.present_tls(self._tls_context("server", "good"))
+            self.presenting = "good"
+            self.timeline.record("tls.scenario", direction="local", mtp=self.kind, decoded={
+                "action": "present", "certificate": "good"}, note="the suite's own certificate again")
+        try:
+            await self._connect_record(since=mark,
+                                       timeout=max(deadline - time.monotonic(), 0.1))
+        except ControllerTimeout:
+            raise SuiteError(f"the EUT did not connect again within {self.reconnect_timeout:g}s "
+                             "once the suite presented its own certificate again") from None
 
 
 # --- the built-in reference agent -------------------------------------------------------
@@ -344,6 +520,8 @@ class RunEnvironment(_SuiteSide):
         self.settings = settings
         #: TLS runs (not over UDS, whose TLS R-UDS.23a leaves optional)
         self.pki = RunPKI.make() if settings.tls and self.kind != "uds" else None
+        #: the E2E PKI of the run (TP-469 Feature 23): the agent's and controllers' credentials
+        self.e2e_pki = E2EPki.make(AGENT_ID)
         self.runtime: AgentRuntime | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._config: AgentConfig | None = None
@@ -359,8 +537,7 @@ class RunEnvironment(_SuiteSide):
                            reboot=self.reboot, scenario=self.scenario,
                            reset_scenarios=self.reset_scenarios, ready=self.ready,
                            mtp=self.settings.mtp, tls=self.pki is not None,
-                           offers=frozenset() if self.settings.absolute_time
-                           else frozenset({"no-absolute-time"}))
+                           offers=self.settings.offers())
 
     async def __aexit__(self, *exc: object) -> None:
         if self.runtime is not None:
@@ -387,7 +564,7 @@ class RunEnvironment(_SuiteSide):
             state_dir = Path(self._tmp.name)
         values = await self._serve(s.mtp, state_dir)
         self._config = AgentConfig(state_dir=state_dir, faults=tuple(s.faults),
-                                   extra_values=values)
+                                   extra_values=values, absolute_time=s.absolute_time)
         await self._boot_agent(since=0)
 
     async def _serve(self, mtp: str, state_dir: Path) -> dict[str, str]:
@@ -447,8 +624,13 @@ class RunEnvironment(_SuiteSide):
 
     async def _boot_agent(self, *, since: int) -> None:
         assert self._config is not None
+        for ctrl in self.controllers.values():  # E2E TLS sessions the cases ask for
+            ctrl.e2e_pki = self.e2e_pki
         self.runtime = await AgentRuntime(
-            self._config, tls=self.pki.agent_material() if self.pki else None).start()
+            self._config, tls=self.pki.agent_material(absolute_time=self.settings.absolute_time)
+            if self.pki else None,
+            e2e=self.e2e_pki.agent_material(
+                mtp_protects_integrity=self.settings.mtp_protects_integrity)).start()
         if self.settings.mtp == "websocket-server":
             await self._redial()
         try:
@@ -469,10 +651,17 @@ class RunEnvironment(_SuiteSide):
                              "(Device.LocalAgent.MTP.3)")
         try:
             await self._dial("127.0.0.1", servers[0].port, servers[0].server_config.path,
-                             ssl_context=self.pki.suite_context("client") if self.pki else None)
+                             ssl_context=self._tls_context("client", self.presenting)
+                             if self.pki else None)
         except OSError as exc:  # refused, or a WSHandshakeError
             raise SuiteError(f"cannot open a WebSocket session to the built-in agent: {exc}") \
                 from None
+
+    def _tls_context(self, role: str, certificate: str) -> ssl.SSLContext:
+        if self.pki is None:
+            raise SuiteError("this run of the built-in agent has no TLS: the suite presents "
+                             "no certificate")
+        return self.pki.suite_context(role, certificate)
 
     # --- actions the cases use -------------------------------------------------------------
 
@@ -548,6 +737,7 @@ class ExternalEnvironment(_SuiteSide):
         elif isinstance(config, MQTTConfig) and config.version == "3.1.1":
             run_mtp = "mqtt311"  # MQTT 5.0-only cases are then not applicable
         super().__init__(run_mtp, profile.eut.endpoint_id, profile.timeouts.response)
+        self.reconnect_timeout = profile.timeouts.reconnect
         self.identities = {ident.role: ident.endpoint_id for ident in profile.controllers}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 

@@ -36,7 +36,7 @@ REQUIRED_KEYS = ("id", "title", "purpose", "functionality", "metrics", "steps")
 SEND_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "poll", "msg_id_as")
 SEND_RECORD_OPTIONS = ("as", "expect", "capture", "note", "capture_time", "msg_id_as")
 RECORD_KEYS = ("to_id", "from_id", "version", "payload_security", "mac_signature", "sender_cert",
-               "session_context", "payload", "raw")
+               "session_context", "payload", "payload_hex", "raw")
 SESSION_KEYS = ("session_id", "sequence_id", "expected_id", "retransmit_id", "payload_sar",
                 "payloadrec_sar")
 RECORD_EXPECT_KEYS = ("match", "from", "within", "metrics", "capture", "capture_time", "as")
@@ -368,11 +368,12 @@ def _check_send_record(step: Step, where: str, loc: str, metrics: Mapping[int, s
     _check_keys(step.options, SEND_RECORD_OPTIONS, where, "send_record option")
     if "raw" in body and len(body) > 1:
         raise CaseSchemaError(f"{loc}: 'raw' gives the whole Record; drop the other fields")
-    if "raw" in body:
-        try:
-            bytes.fromhex(re.sub(r"\s+", "", str(body["raw"])))
-        except ValueError:
-            raise CaseSchemaError(f"{loc}: 'raw' must be hexadecimal bytes") from None
+    for key in ("raw", "payload_hex"):
+        if key in body:
+            try:
+                bytes.fromhex(re.sub(r"\s+", "", str(body[key])))
+            except ValueError:
+                raise CaseSchemaError(f"{loc}: '{key}' must be hexadecimal bytes") from None
     sc = body.get("session_context")
     if sc is not None:
         if not isinstance(sc, Mapping):
@@ -382,6 +383,8 @@ def _check_send_record(step: Step, where: str, loc: str, metrics: Mapping[int, s
     if body.get("payload_security", "PLAINTEXT") not in ("PLAINTEXT", "TLS12"):
         raise CaseSchemaError(f"{loc}: payload_security is PLAINTEXT or TLS12")
     payload = body.get("payload")
+    if payload is not None and "payload_hex" in body:
+        raise CaseSchemaError(f"{loc}: give either payload (a request) or payload_hex (bytes)")
     if payload is not None and payload != "none":
         _check_request(payload, loc)
     expect = step.options.get("expect")

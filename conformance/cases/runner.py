@@ -101,7 +101,7 @@ class CaseRunner:
             "controller": {name: c.endpoint_id for name, c in env.controllers.items()},
             "agent": {"endpoint_id": env.agent_id},
             # {session.id}, {session.other_id}: fresh session ids for Records a case writes
-            "session": dict(zip(("id", "other_id"), random.sample(range(1, 2**31), 2))),
+            "session": dict(zip(("id", "other_id"), random.sample(range(2, 2**31), 2))),
         }
         self.metrics = {n: MetricResult(n, text) for n, text in case.metrics.items()}
         self.result = CaseResult(
@@ -265,6 +265,12 @@ class CaseRunner:
                 msg = self._build(payload)
                 messages.complete_header(msg, allocator=ctrl.allocator)
             rec = self._record(body, ctrl, msg)
+            if "payload_hex" in body:  # payload bytes as given (e.g. not a Msg at all)
+                raw = _field_bytes({"hex": body["payload_hex"]})
+                if rec.WhichOneof("record_type") == "session_context":
+                    rec.session_context.payload[:] = [raw]
+                else:
+                    rec.no_session_context.payload = raw
             await ctrl.send_record(rec, to=ctrl.default_agent, msg=msg)
             self.result.messages.append(f"-> {step.identity}: {summary(rec)}"
                                         + (f" {render_msg(msg)}" if msg is not None else ""))

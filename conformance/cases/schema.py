@@ -33,7 +33,8 @@ Steps (each a mapping with exactly one action):
   ``from_id``, ``version``, ``payload_security``, ``mac_signature`` / ``sender_cert``
   (``{hex: ...}`` or text), ``session_context: {session_id, sequence_id, expected_id,
   retransmit_id, payload_sar, payloadrec_sar}`` (else no_session_context), ``payload`` (a
-  request as in ``send``, or ``none``) or ``raw: <hex>`` (exact bytes, e.g. malformed);
+  request as in ``send``, or ``none``), ``payload_hex`` (payload bytes that need not be a Msg)
+  or ``raw: <hex>`` (the whole Record's bytes, e.g. malformed);
   options as ``send`` plus ``msg_id_as: name``. ``{session.id}`` / ``{session.other_id}`` are
   fresh session ids of the case (``session_id`` defaults to ``{session.id}``).
 * ``resend``: ``{times: n}``: the identity's last Record again, byte for byte (duplicates);
@@ -61,7 +62,11 @@ Steps (each a mapping with exactly one action):
   EUT reboot (Operate Device.Reboot()); only wait for the reconnect, which proves ``metrics``.
 * ``controller``: ``{auto_notify_resp: false}`` (option ``as``): change how a suite controller
   behaves, e.g. stop answering Notify (TP-469 "do not send a NotifyResp"), or
-  ``{session_context: true}`` (talk inside an E2E session context); restored at the end.
+  ``{session_context: true}`` (talk inside an E2E session context), ``{e2e_security:
+  {payload_security: TLS12, certificate: good|wrong-san|expired|untrusted-ca, send_alert,
+  bad_signature}}`` (an E2E TLS session, :mod:`conformance.controller.e2e_session`;
+  ``payload_security: PLAINTEXT``: signed no_session_context Records, no session) or
+  ``{e2e_renegotiate: true}`` (ask for TLS renegotiation); restored at the end.
 * ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
 * ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
 * ``python``: ``{action: name, args: {...}}`` a Python action registered under the
@@ -110,14 +115,16 @@ STEP_ACTIONS = ("send", "send_record", "resend", "expect_record", "expect_no_rec
                 "expect_notification", "expect_no_notification", "expect_mtp",
                 "expect_no_mtp", "reboot", "wait", "scenario", "python", "controller")
 #: what a case may need from its run (``requires:``): ``tls`` (the MTP runs over TLS),
-#: ``no-absolute-time`` (the EUT was booted where it cannot learn the absolute time, TP-469 2.6)
-REQUIREMENTS = ("tls", "no-absolute-time")
+#: ``no-absolute-time`` (the EUT was booted where it cannot learn the absolute time, TP-469 2.6),
+#: ``no-mtp-integrity`` (the EUT does not count its MTP as protecting Record integrity, so it
+#: must check every Record's signature: R-E2E.28-30, TP-469 3.2)
+REQUIREMENTS = ("tls", "no-absolute-time", "no-mtp-integrity")
 #: ``mtps:`` tokens: the run MTPs each one stands for (``mqtt``: either MQTT version)
 MTP_TOKENS = {"mqtt": ("mqtt", "mqtt311"), "mqtt5": ("mqtt",), "mqtt311": ("mqtt311",),
               "stomp": ("stomp",), "websocket": ("websocket",),
               "websocket-server": ("websocket-server",), "uds": ("uds",)}
 #: what a ``controller`` step may change on a suite controller (restored when the case ends)
-CONTROLLER_SETTINGS = ("auto_notify_resp", "session_context")
+CONTROLLER_SETTINGS = ("auto_notify_resp", "session_context", "e2e_security", "e2e_renegotiate")
 IDENTITIES = ("primary", "secondary", "unknown")
 
 

@@ -74,7 +74,8 @@ async def run_matrix(cases: Sequence[Case], *, mtp: str = "mqtt",
                                    response_timeout=response_timeout,
                                    notification_timeout=max(response_timeout, 5.0),
                                    tls="tls" in needs,
-                                   absolute_time="no-absolute-time" not in needs)
+                                   absolute_time="no-absolute-time" not in needs,
+                                   mtp_protects_integrity="no-mtp-integrity" not in needs)
         rows = []
         async with gate:
             try:

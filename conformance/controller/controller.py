@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from conformance.mtp.binding import Binding, BindingClosed, InboundRecord
 from conformance.mtp.timeline import Timeline
@@ -98,11 +99,13 @@ class Controller:
         self._changed = asyncio.Event()
         self._waiters = 0
         self._pending_send_errors: list[BaseException] = []
-        #: session ids of session_context Records sent outside a SessionContext (a case
-        #: writing the fields itself): the EUT's answers on them are expected
-        self._manual_sessions: set[int] = set()
         #: the bytes of the last Record sent (``resend`` sends them again)
         self.last_sent: bytes | None = None
+        #: E2E TLS12 session (conformance.controller.e2e_session), the run's E2E PKI
+        self.e2e: Any = None
+        self.e2e_pki: Any = None
+        #: E2E sessions being closed (their DisconnectRecord goes before anything else)
+        self.e2e_closing: set[asyncio.Task[None]] = set()
 
     # --- wiring ------------------------------------------------------------
 
@@ -149,6 +152,26 @@ class Controller:
         elif not on and self._routes:
             self.drop_session_context(self.default_agent)
 
+    @property
+    def e2e_security(self) -> Any:
+        """A case's ``controller: {e2e_security: {...}}`` (conformance.controller.e2e_session)."""
+        return dict(self.e2e.settings) if self.e2e is not None else None
+
+    @e2e_security.setter
+    def e2e_security(self, value: Any) -> None:
+        from conformance.controller import e2e_session
+        e2e_session.apply(self, value)
+
+    @property
+    def e2e_renegotiate(self) -> bool:
+        return False
+
+    @e2e_renegotiate.setter
+    def e2e_renegotiate(self, value: bool) -> None:
+        if value:  # TP-469 3.6: a renegotiation request in place of a payload
+            from conformance.controller import e2e_session
+            e2e_session.renegotiate(self)
+
     def drop_session_context(self, agent_id: str) -> None:
         """Go back to no_session_context Records for ``agent_id``."""
         self._sessions.pop(agent_id, None)
@@ -179,6 +202,9 @@ class Controller:
         """Send a Msg (header completed if needed); return its msg_id."""
         messages.complete_header(msg, allocator=self.allocator)
         agent = to or self.default_agent
+        if self.e2e is not None and agent == self.e2e.agent_id:  # TLS12 session (Feature 23)
+            await self.e2e.send(msg)
+            return msg.header.msg_id
         ctx = self._sessions.get(agent)
         if ctx is None:
             recs = [records.no_session_record(msg, to_id=agent, from_id=self.endpoint_id,
@@ -193,14 +219,14 @@ class Controller:
 
     async def send_record(self, rec: Record, *, to: str | None = None, msg: Msg | None = None) -> None:
         """Send any Record as it is (also deliberately malformed ones)."""
-        agent = to or rec.to_id or None
-        if records.record_kind(rec) == "session_context" and agent not in self._sessions:
-            self._manual_sessions.add(rec.session_context.session_id)
         await self.send_raw(records.serialize(rec), to=to or rec.to_id or None,
                             decoded=summary(msg) if msg is not None else summary(rec))
 
     async def send_raw(self, data: bytes, *, to: str | None = None, decoded: str | None = None) -> None:
         """Send raw bytes as a Record payload on the MTP (for negative tests)."""
+        if self.e2e_closing:  # a closed E2E session's DisconnectRecord goes first
+            from conformance.controller import e2e_session
+            await e2e_session.settle(self)
         agent = to or self.default_agent
         binding = self.binding_for(agent)
         self._record("usp.record", "out", binding.mtp, data, decoded or f"{len(data)} raw bytes")
@@ -221,6 +247,9 @@ class Controller:
         self._record("usp.record", "in", inbound.mtp, inbound.data,
                      summary(rec) if rec is not None else "undecodable Record",
                      conn_id=inbound.conn_id)
+        if rec is not None and self.e2e is not None and self.e2e.claims(rec):
+            self.e2e.on_record(rec, inbound, check.violations)  # TLS12 session (Feature 23)
+            return
         if rec is not None and records.record_kind(rec) == "session_context":
             self._on_session_record(rec, inbound, check.violations)
             return
@@ -231,11 +260,8 @@ class Controller:
         ctx = self._sessions.get(rec.from_id)
         if ctx is None:
             # No SessionContext of ours: a case writing session fields itself, or an agent
-            # starting a session we did not ask for. A complete payload is still decoded.
-            if rec.session_context.session_id not in self._manual_sessions:
-                violations = [*violations, Violation(2, "R-E2E.4", "record.session_context",
-                                                     "session context Record from an agent the "
-                                                     "controller has no session with", "warning")]
+            # originating a session (allowed, e.g. SessionMode Require). A complete payload is
+            # still decoded.
             msg = _single_msg(rec)
             self._store(Received(rec, msg, inbound,
                                  [*violations, *(check_msg(msg) if msg is not None else [])]))
@@ -359,6 +385,9 @@ class Controller:
 
     async def close(self) -> None:
         """Stop session timers and detach from every binding."""
+        if self.e2e is not None or self.e2e_closing:  # E2E session timer and closing
+            from conformance.controller import e2e_session
+            await e2e_session.shutdown(self)
         for agent_id in list(self._session_tasks):
             self.drop_session_context(agent_id)
         for binding in set(self._routes.values()):

@@ -17,6 +17,11 @@ variant                   used for
 ``self_signed``           TP-469 2.5 (self-signed Controller, R-SEC.5..R-SEC.8)
 ========================  ==================================================
 
+:func:`presentable` makes what the suite's MTP server (or its client, when the
+EUT is the TLS server) presents to an EUT on purpose: the :data:`PRESENTABLE`
+names used by the cases' ``tls_certificate`` scenario (TP-469 2.6, 2.8, 4.1).
+Its ``wrong-san`` names neither the Endpoint ID nor the host the EUT dials.
+
 Everything is generated in memory with ``cryptography``; time is an explicit
 ``now`` argument (when omitted it defaults to the current UTC time, the only
 place this module reads a clock).  :func:`ssl_context` turns credentials into
@@ -57,10 +62,14 @@ __all__ = [
     "DEFAULT_CONTROLLER_ID",
     "KeyType",
     "NEGATIVE_VARIANTS",
+    "NO_CHECK_TIME",
     "PKIError",
+    "PRESENTABLE",
     "PemFiles",
     "TestPKI",
     "USP_ID_URN_PREFIX",
+    "WRONG_DNS_NAME",
+    "WRONG_IP",
     "cert_summary",
     "endpoint_id_uri",
     "endpoint_ids_from_cert",
@@ -72,6 +81,7 @@ __all__ = [
     "make_ca",
     "negative_variants",
     "peer_certificate",
+    "presentable",
     "self_signed",
     "ssl_context",
     "validity_status",
@@ -96,6 +106,24 @@ NEGATIVE_VARIANTS: Final = (
     "wrong_san",
     "self_signed",
 )
+
+#: What the suite can present to an EUT on a TLS MTP connection (:func:`presentable`).
+PRESENTABLE: Final = (
+    "good",
+    "expired",
+    "not-yet-valid",
+    "untrusted-ca",
+    "wrong-san",
+    "self-signed",
+    "no-san",
+)
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME: verify a chain but not its validity dates
+#: (an endpoint without absolute time, R-MTP.2, R-SEC.19, R-WS.23).
+NO_CHECK_TIME: Final = 0x200000
+#: Names and address of a ``wrong-san`` certificate: a reserved name (RFC 2606) and
+#: TEST-NET-1 (RFC 5737), which no EUT dials.
+WRONG_DNS_NAME: Final = "wrong-name.invalid"
+WRONG_IP: Final = "192.0.2.1"
 
 KeyType: TypeAlias = Literal["ec", "rsa"]
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -501,6 +529,54 @@ def negative_variants(
     }
 
 
+def presentable(
+    name: str,
+    *,
+    ca: CA,
+    good: Credential,
+    endpoint_id: str,
+    dns_names: Sequence[str] = (),
+    ips: Sequence[str] = (),
+    now: _dt.datetime | None = None,
+    untrusted_ca: CA | None = None,
+    key_type: KeyType = "ec",
+) -> Credential:
+    """The credential called ``name`` (one of :data:`PRESENTABLE`) for the suite's side.
+
+    ``good`` is returned as it is; the others name ``endpoint_id`` and the given
+    ``dns_names`` / ``ips`` like it, but are broken in one way each:
+
+    * ``expired`` / ``not-yet-valid``: the window ended a day before ``now`` /
+      starts a day after it (R-MTP.3, R-SEC.20);
+    * ``untrusted-ca``: signed by ``untrusted_ca`` (a fresh CA by default, R-SEC.2);
+    * ``wrong-san``: names another Endpoint ID, :data:`WRONG_DNS_NAME` and
+      :data:`WRONG_IP` instead (server identity and R-SEC.0a);
+    * ``self-signed``: its own issuer (R-SEC.5);
+    * ``no-san``: no subjectAltName at all (R-SEC.0a).
+    """
+    if name not in PRESENTABLE:
+        raise PKIError(f"unknown certificate {name!r}; choose one of {', '.join(PRESENTABLE)}")
+    if name == "good":
+        return good
+    now = _utc(now)
+    day = _dt.timedelta(days=1)
+    common: dict[str, Any] = {"endpoint_id": endpoint_id, "dns_names": dns_names, "ips": ips,
+                              "key_type": key_type, "now": now}
+    if name == "expired":
+        return issue(ca, not_before=now - 31 * day, not_after=now - day, **common)
+    if name == "not-yet-valid":
+        return issue(ca, not_before=now + day, not_after=now + 366 * day, **common)
+    if name == "untrusted-ca":
+        other = untrusted_ca or make_ca("usp-conformance untrusted CA", now=now, key_type=key_type)
+        return issue(other, **common)
+    if name == "wrong-san":
+        return issue(ca, endpoint_id=wrong_endpoint_id(endpoint_id), dns_names=[WRONG_DNS_NAME],
+                     ips=[WRONG_IP], now=now, key_type=key_type)
+    if name == "self-signed":
+        return self_signed(**common)
+    return issue(ca, omit_san=True, **common)
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -603,6 +679,7 @@ def ssl_context(
     verify: bool = True,
     check_hostname: bool = False,
     alpn: Sequence[str] = (),
+    check_time: bool = True,
 ) -> ssl.SSLContext:
     """An ``ssl.SSLContext`` (TLS 1.2 or later) for asyncio streams.
 
@@ -620,7 +697,9 @@ def ssl_context(
     the suite talks to loopback / lab addresses whose names rarely match the
     certificate; identity is checked at the USP layer through the Endpoint ID
     SAN (R-SEC.0a).  Pass ``check_hostname=True`` to enable it (client only).
-    Certificate validity dates are checked against the system clock by OpenSSL.
+    Certificate validity dates are checked against the system clock by OpenSSL
+    unless ``check_time`` is False (:data:`NO_CHECK_TIME`: an endpoint without
+    absolute time, R-MTP.2).
     """
     if role not in ("server", "client"):
         raise PKIError(f"role must be 'server' or 'client', not {role!r}")
@@ -647,6 +726,8 @@ def ssl_context(
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Any certificate in `trust` is an anchor, even an intermediate or a pinned leaf.
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if not check_time:
+        ctx.verify_flags |= NO_CHECK_TIME
     if trust:
         ctx.load_verify_locations(cadata=_trust_pem(trust))
     if credential is not None:

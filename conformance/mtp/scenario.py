@@ -4,7 +4,9 @@
   frozen scenario dataclass (``broker.scenario = ...`` or
   ``broker.set_scenario(field=value)``), with every scripted action written
   to the timeline as ``<mtp>.scenario``;
-* :class:`ServerHost`: start/host/port/tls of a server on ``transport.Server``;
+* :class:`ServerHost`: start/host/port/tls of a server on ``transport.Server``,
+  and :meth:`ServerHost.present_tls`, which makes a TLS server present another
+  certificate to the EUT (TP-469 2.6, 2.8, 4.1);
 * :class:`ConnectionView`: the per-client state objects of the brokers
   expose their transport connection's identity (conn_id, peer, TLS, the
   Endpoint IDs of the client certificate) the same way.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from conformance.mtp.timeline import Timeline
@@ -84,6 +87,22 @@ class ServerHost:
     @property
     def tls(self) -> bool:
         return self._server.ssl_context is not None
+
+    async def present_tls(self, ssl_context: ssl.SSLContext) -> int:
+        """Present ``ssl_context``'s certificate to every new connection from now on and
+        close the open ones, which met the old certificate (a handshake still running
+        with it is closed when it ends, see :class:`~conformance.mtp.transport.Server`).
+
+        Returns how many connections were closed; ValueError on a server without TLS
+        (its peers would not expect a handshake).
+        """
+        if self._server.ssl_context is None:
+            raise ValueError("this server does not use TLS; it cannot present a certificate")
+        self._server.ssl_context = ssl_context
+        open_now = list(self._server.connections.values())
+        for conn in open_now:
+            await conn.close()
+        return len(open_now)
 
 
 class ConnectionView:

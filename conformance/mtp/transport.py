@@ -8,7 +8,13 @@ One place owns the socket details that all MTPs share:
   failed handshake (expired certificate, wrong CA, no client certificate) is
   a ``tls.handshake_failed`` timeline event with the reason, not a line in
   asyncio's log, and the peer certificate's ``urn:bbf:usp:id:`` Endpoint IDs
-  are known before the MTP handler runs;
+  are known before the MTP handler runs; ``tls.handshake_done`` carries the
+  peer certificate (subject, issuer, validity window and whether it holds
+  now, subjectAltName URIs / DNS names / IPs, Endpoint IDs) for the checks
+  of TP-469 4.1;
+* a server whose ``ssl_context`` is replaced (a case makes the suite present
+  another certificate) closes a connection whose handshake ran with the old
+  one, so every session after the change met the new certificate;
 * connection ids and ``conn.open`` / ``conn.close`` timeline entries;
 * Unix domain sockets (UDS MTP) with the same :class:`Connection` shape.
 
@@ -117,6 +123,21 @@ def _endpoint_ids_from_der(der: bytes | None) -> list[str]:
         return []
 
 
+def peer_certificate_summary(der: bytes | None) -> dict[str, Any] | None:
+    """What a timeline entry shows of a peer certificate (None without one, or when it
+    cannot be read): :func:`conformance.mtp.pki.cert_summary` with ``status`` now."""
+    if not der:
+        return None
+    import datetime as _dt  # local: only TLS connections need it
+
+    from conformance.mtp.pki import PKIError, cert_summary
+
+    try:
+        return cert_summary(der, now=_dt.datetime.now(_dt.UTC))
+    except PKIError:
+        return None
+
+
 def _tls_failed(timeline: Timeline | None, mtp: str, conn_id: str, exc: BaseException, *,
                 direction: str) -> None:
     if timeline is None:
@@ -136,7 +157,8 @@ def _tls_done(conn: Connection, ssl_obj: Any, *, direction: str) -> None:
     conn.record("tls.handshake_done", direction=direction,
                 decoded={"version": ssl_obj.version() if ssl_obj else None,
                          "cipher": ssl_obj.cipher()[0] if ssl_obj and ssl_obj.cipher() else None,
-                         "peer_endpoint_ids": conn.peer_endpoint_ids})
+                         "peer_endpoint_ids": conn.peer_endpoint_ids,
+                         "peer_certificate": peer_certificate_summary(conn.peer_cert_der)})
 
 
 _TLS_ERRORS = (ssl.SSLError, ConnectionError, OSError, asyncio.TimeoutError, EOFError)
@@ -215,10 +237,11 @@ class Server:
                                      conn_id=conn_id, note="refused by scenario")
             return
         ssl_obj = None
-        if self.ssl_context is not None:
+        context = self.ssl_context   # a later change must not apply to this handshake
+        if context is not None:
             try:
                 tls_transport = await asyncio.wait_for(
-                    loop.start_tls(transport, protocol, self.ssl_context, server_side=True,
+                    loop.start_tls(transport, protocol, context, server_side=True,
                                    ssl_handshake_timeout=self.tls_handshake_timeout),
                     self.tls_handshake_timeout + 1.0)
             except _TLS_ERRORS as exc:
@@ -240,8 +263,13 @@ class Server:
             transport.resume_reading()
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         conn = Connection(conn_id, self.mtp, reader, writer, peer_text, timeline=self.timeline)
-        if self.ssl_context is not None:
+        if context is not None:
             _tls_done(conn, ssl_obj, direction="in")
+            if self.ssl_context is not context:  # the certificate changed meanwhile
+                await conn.close()
+                conn.record("conn.close", direction="local",
+                            note="closed: the server's certificate changed during the handshake")
+                return
         self.connections[conn.conn_id] = conn
         try:
             await self.handler(conn)

@@ -36,6 +36,7 @@ from conformance.usp.schema import (
     KNOWN_USP_VERSIONS,
     Msg,
     PayloadSARState,
+    PayloadSecurity,
     Record,
     is_repeated,
     msg_type_name,
@@ -164,6 +165,8 @@ def check_record_bytes(
     result.record = rec
     result.violations += check_record(rec, eut_endpoint_id=eut_endpoint_id,
                                       suite_endpoint_id=suite_endpoint_id)
+    if rec.payload_security == PayloadSecurity.TLS12:
+        return result  # the payload is TLS bytes: its Msg is checked once decrypted (R-E2E.41)
     if record_kind(rec) == "no_session_context" or (
         record_kind(rec) == "session_context"
         and rec.session_context.payload_sar_state == PayloadSARState.NONE
@@ -204,11 +207,8 @@ def check_record(rec: Record, *, eut_endpoint_id: str | None = None,
         out.append(Violation(SCHEMA, "R-E2E.1", "record.to_id",
                              f"to_id {rec.to_id!r} is not the receiver's Endpoint ID "
                              f"{suite_endpoint_id!r}"))
-    if record_kind(rec) == "session_context":
-        sc = rec.session_context
-        if not sc.payload and not sc.retransmit_id:
-            out.append(Violation(SCHEMA, "R-E2E.2", "record.session_context",
-                                 "no payload and no retransmit_id", "warning"))
+    # A session_context Record without payload is legal: it announces a session or carries
+    # only expected_id (the rule against it, R-E2E.2, was deprecated in USP 1.2).
     return out
 
 

@@ -57,7 +57,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeAlias, cast
 
 from conformance.usp import schema
@@ -484,6 +484,7 @@ class SessionContext:
         self._sar_active: bool
         self._sar_size: int
         self._peer_security: int | None
+        self._security: _Security
         self._outgoing: OrderedDict[int, schema.Record]
         self._sent_at: dict[int, float]
         self._retransmits: dict[int, int]
@@ -596,12 +597,39 @@ class SessionContext:
         if self._session_id is None:
             event = self._originate(now, reason="session requested", requirement="R-E2E.3",
                                     establish="now")
-            self._pending.append(event)
+            # The next poll reports the event; its Record goes out only once, from here.
+            reported: Event = event
+            if isinstance(event, (SessionStarted, SessionRestarted)):
+                reported = replace(event, records=())
+            self._pending.append(reported)
             return list(outgoing_records([event]))
         if self._next_seq == 1:
             self._last_activity = now
             return [self._make_record([], _NONE, _NONE, now)]
         return []
+
+    def reconfigure(self, config: SessionConfig) -> None:
+        """Use ``config`` from now on, in the running session too.
+
+        TR-181 E2ESession parameters may change at any time: SessionExpiration
+        applies to the current session, MaxRetransmitTries to the next
+        retransmit request, the retry parameters to the next wait drawn, and
+        MaxUSPRecordSize to the next Record built. Records already sent and
+        the session's payload_security (R-E2E.18) stay as they are until the
+        next session. Raises ``ValueError`` (changing nothing) when
+        ``max_record_size`` leaves no room for a payload.
+        """
+        old = self.config
+        self.config = config
+        try:
+            chunk = self._compute_chunk_size()
+        except ValueError:
+            self.config = old
+            raise
+        self._chunk_size = chunk
+        if config.retired_session_history != old.retired_session_history:
+            self._retired = deque(self._retired, maxlen=config.retired_session_history)
+            self._lost = deque(self._lost, maxlen=config.retired_session_history)
 
     def restart(
         self, *, now: float, reason: str = "restart requested", requirement: str | None = None,
@@ -761,6 +789,7 @@ class SessionContext:
         self._generation += 1
         self._session_id = session_id
         self._negotiating = negotiating
+        self._security = self.config.payload_security
         self._next_seq = 1
         self._expected = 1
         self._peer_expected = 1
@@ -987,9 +1016,9 @@ class SessionContext:
         assert self._session_id is not None
         seq = self._next_seq
         self._next_seq += 1
-        # R-E2E.18: payload_security comes from the config, fixed per context.
+        # R-E2E.18: payload_security is fixed when the session starts.
         rec = schema.Record(version=self.config.version, to_id=self.peer_id,
-                            from_id=self.local_id, payload_security=self.config.payload_security)
+                            from_id=self.local_id, payload_security=self._security)
         ctx = rec.session_context
         ctx.session_id = self._session_id
         ctx.sequence_id = seq  # R-E2E.14 / R-E2E.15

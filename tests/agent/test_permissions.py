@@ -792,6 +792,110 @@ def test_fault_disabled_permission_applies():
     assert _access(store, role, faults=("trust.disabled_permission_applies",)).allows("Param", path, "r")
 
 
+def test_new_faults_are_registered():  # TP-469 2.9-2.27 kill faults
+    for name in ("trust.admit_no_assigned_role", "trust.roles_fixed",
+                 "trust.obj_write_misread", "trust.instance_write_misread",
+                 "trust.param_write_misread", "trust.command_execute_misread",
+                 "trust.param_notify_misread", "trust.param_target_covers_object",
+                 "trust.secured_roles_ignored"):
+        assert REGISTRY[name].requirement.startswith("TP-469 2.")
+
+
+def test_fault_admit_no_assigned_role():  # TP-469 2.9
+    store = _store()
+    P.install_default_roles(store)
+    faults = FaultSet(["trust.admit_no_assigned_role"])
+    ctrl = P.assign_untrusted(store, "proto::new", faults=faults)
+    assert store.get(ctrl + "AssignedRole") == ""
+    assert P.controller_roles(store, "proto::new").untrusted  # still treated as untrusted
+    clean = P.assign_untrusted(store, "proto::other", faults=FaultSet())
+    assert store.get(clean + "AssignedRole") == store.get(CT + "UntrustedRole")
+
+
+def test_fault_roles_fixed():  # TP-469 2.10
+    store = _store()
+    roles = P.install_default_roles(store)
+    for path in (P.ROLE_TABLE, P.ROLE_TABLE + "{i}."):
+        assert _access(store, roles.full_access).allows("Obj", path, "w")
+        faulty = _access(store, roles.full_access, faults=("trust.roles_fixed",))
+        assert not faulty.allows("Obj", path, "w")
+        assert faulty.allows("Obj", path, "r")
+    faulty = _access(store, roles.full_access, faults=("trust.roles_fixed",))
+    assert faulty.allows("Obj", roles.full_access + "Permission.", "w")  # Permissions still
+    assert faulty.allows("InstantiatedObj", roles.untrusted, "w")  # Roles can still go
+    assert faulty.allows("Obj", SUB, "w")
+
+
+@pytest.mark.parametrize("fault, kind, letter, partial", [
+    ("trust.obj_write_misread", "Obj", "w", "rw--"),              # TP-469 2.11
+    ("trust.instance_write_misread", "InstantiatedObj", "w", "rw--"),  # TP-469 2.13
+    ("trust.param_write_misread", "Param", "w", "rw--"),          # TP-469 2.15
+    ("trust.command_execute_misread", "CommandEvent", "x", "r-x-"),  # TP-469 2.17
+    ("trust.param_notify_misread", "Param", "n", "rw-n"),         # TP-469 2.19
+])
+def test_misread_faults(fault, kind, letter, partial):
+    store = _store()
+    perm = {"Param": "----", "Obj": "----", "InstantiatedObj": "----", "CommandEvent": "----",
+            kind: partial}
+    role = _role(store, "R", _perm("Device.", 1, param="rwxn", obj="rwxn", inst="rwxn",
+                                   cmd="rwxn"),
+                 _perm("Device.", 2, param=perm["Param"], obj=perm["Obj"],
+                       inst=perm["InstantiatedObj"], cmd=perm["CommandEvent"]))
+    path = {"Obj": SUB, "InstantiatedObj": SUB + "1.", "Param": SUB + "1.Enable",
+            "CommandEvent": "Device.Reboot()"}[kind]
+    assert _access(store, role).allows(kind, path, letter)
+    faulty = _access(store, role, faults=(fault,))
+    assert not faulty.allows(kind, path, letter)
+    assert faulty.allows(kind, path, "r")  # the other letters are read as usual
+    full = _role(store, "Full", _perm("Device.", 1, param="rwxn", obj="rwxn", inst="rwxn",
+                                      cmd="rwxn"))
+    assert _access(store, full, faults=(fault,)).allows(kind, path, letter)  # rwxn unaffected
+
+
+def test_misread_fault_can_grant_a_letter_that_is_absent():
+    store = _store()
+    role = _role(store, "R", _perm("Device.", 1, obj="r-x-"))  # Obj w read from the x position
+    assert not _access(store, role).allows("Obj", SUB, "w")
+    assert _access(store, role, faults=("trust.obj_write_misread",)).allows("Obj", SUB, "w")
+
+
+def test_fault_param_target_covers_object():  # TP-469 2.25
+    store = _store()
+    role = _role(store, "R", _perm("Device.", 1, param="rwxn", obj="rwxn", inst="rwxn"),
+                 _perm(SUB + "*.Enable", 2, param="r---"))
+    access = _access(store, role)
+    assert not access.allows("Param", SUB + "1.Enable", "w")
+    assert access.allows("Param", SUB + "1.ID", "w")
+    faulty = _access(store, role, faults=("trust.param_target_covers_object",))
+    assert not faulty.allows("Param", SUB + "1.ID", "w")
+    assert faulty.allows("Param", SUB + "1.ID", "r")
+    assert faulty.allows("Param", "Device.LocalAgent.EndpointID", "w")  # other objects as usual
+
+
+def test_fault_param_target_covers_object_with_reference_target():
+    store = _store()
+    roles = P.install_default_roles(store)
+    _controller(store, "proto::c", roles.full_access)  # its AssignedRole is followed below
+    role = _role(store, "R", _perm("Device.", 1, param="rwxn"),
+                 _perm('Device.LocalAgent.Controller.[EndpointID=="proto::c"].AssignedRole#1+.Name',
+                       2, param="r---"))
+    name = roles.full_access + "Name"
+    assert not _access(store, role).allows("Param", name, "w")
+    assert _access(store, role).allows("Param", roles.full_access + "Enable", "w")
+    faulty = _access(store, role, faults=("trust.param_target_covers_object",))
+    assert not faulty.allows("Param", roles.full_access + "Enable", "w")
+
+
+def test_fault_secured_roles_ignored():  # TP-469 2.27
+    store = _store()
+    roles = P.install_default_roles(store)
+    value = "Device.MQTT.Client.1.Password"
+    assert _access(store, roles.secured).reads_secured(value)
+    faulty = _access(store, roles.secured, faults=("trust.secured_roles_ignored",))
+    assert not faulty.reads_secured(value)
+    assert not faulty.reads_secured()
+
+
 def test_faults_flow_from_agent_state():
     state = _state("trust.ignore_permissions")
     assert P.access_for(state)("proto::stranger").allows("Obj", SUB, "w")

@@ -89,6 +89,7 @@ MALFORMED = f"""
 metrics: {{1: nothing back, 2: still answers}}
 steps:
   - send_record: {{raw: "ff ff ff 01"}}
+  - send_record: {{payload_hex: "ff ff ff 01"}}
   - expect_no_record: {{match: {{}}, for: 0.5, metrics: [1]}}
   - send: {GET}
     expect: {{response: {{get_resp: {{}}}}, metrics: [2]}}
@@ -131,6 +132,8 @@ def test_record_steps_against_the_reference_agent(tmp_path):
 @pytest.mark.parametrize("body, problem", [
     ('send_record: {raw: "zz"}', "hexadecimal"),
     ('send_record: {raw: "00", to_id: x}', "whole Record"),
+    ('send_record: {payload_hex: "0g"}', "hexadecimal"),
+    ("send_record: {payload_hex: '00', payload: {get: {param_paths: [Device.]}}}", "either"),
     ("send_record: {session_context: {sequence: 1}}", "session_context field"),
     ("send_record: {payload_security: TLS13}", "PLAINTEXT or TLS12"),
     ("send_record: {payload: none}\n    expect: {none: {}}", "needs a payload"),

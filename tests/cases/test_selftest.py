@@ -117,3 +117,44 @@ def test_mtp_sections_kill_matrices():
         ran = {r.case_id for r in rows if r.verdict != "skip"}
         # every case about this MTP really ran (the TLS ones in a TLS run of the agent)
         assert {c.case_id for c in cases if c.applies_to(mtp)} <= ran, table(rows)
+
+
+#: TP-469 sections 2-4 (issue 8): authentication and access control, USP Records, MTP TLS.
+SECURITY_SECTIONS = ("02-authentication-and-access-control", "03-usp-records", "04-general-mtp")
+
+
+def _security_cases() -> list:
+    cases = [load_case(p) for folder in SECURITY_SECTIONS
+             for p in iter_case_files(ROOT / "testcases" / folder)]
+    return cases
+
+
+def test_sections_2_to_4_are_complete():
+    """2.1-2.27 (2.3-2.5 deprecated), 3.1-3.15 and 4.1; every other one runs by default."""
+    cases = {c.case_id: c for c in _security_cases()}
+    assert set(cases) == ({f"2.{n}" for n in range(1, 28)} | {f"3.{n}" for n in range(1, 16)}
+                          | {"4.1"})
+    assert {i for i, c in cases.items() if c.functionality == "deprecated"} == {
+        "2.3", "2.4", "2.5"}
+    assert all(c.killed_by for c in cases.values() if c.functionality != "deprecated")
+
+
+@pytest.mark.timeout(1800)
+def test_sections_2_to_4_kill_matrix_over_mqtt_and_clean_runs_over_websocket():
+    """Issue 8's selftest in CI: the kill matrix over MQTT 5.0 (every identity; TLS and
+    no-absolute-time cases on agents of such runs) and clean runs over WebSocket with the
+    agent dialing the suite and with the suite dialing the agent."""
+    cases = [c for c in _security_cases() if c.functionality != "deprecated"]
+
+    async def every() -> tuple[list[Row], list[Row], list[Row]]:
+        return await asyncio.gather(
+            run_matrix(cases, jobs=3),
+            run_matrix(cases, mtp="websocket", faults=False, jobs=2),
+            run_matrix(cases, mtp="websocket-server", faults=False, jobs=1))
+    mqtt, websocket, server = asyncio.run(every())
+    assert all(r.ok for r in mqtt), table(mqtt)
+    assert not [r for r in mqtt if r.verdict == "skip"]  # MQTT carries every identity
+    for rows in (websocket, server):
+        assert all(r.ok for r in rows), table(rows)
+        # what skips over a single WebSocket connection is a case acting as another identity
+        assert all("controller" in r.reason for r in rows if r.verdict == "skip"), table(rows)

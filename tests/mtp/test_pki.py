@@ -672,3 +672,74 @@ def test_test_pki_custom_ids(tmp_path: Path) -> None:
     bundle = TestPKI.create(tmp_path, controller_id="proto::c9", agent_id="oui::00D09E-1", now=NOW)
     assert bundle.controller.endpoint_ids == ["proto::c9"]
     assert bundle.negatives["wrong_san"].endpoint_ids == ["proto::wrong-c9"]
+
+
+# ----------------------------------------------------------------------------- presentable
+
+
+def test_presentable_variants(ca: CA, ctrl: Credential) -> None:
+    """What the suite presents on purpose (TP-469 2.6, 2.8, 4.1): each broken in one way."""
+    made = {name: pki.presentable(name, ca=ca, good=ctrl, endpoint_id=CTRL, ips=["127.0.0.1"],
+                                  now=NOW)
+            for name in pki.PRESENTABLE}
+    assert made["good"] is ctrl
+    assert pki.validity_status(made["expired"].cert, NOW) == "expired"        # R-SEC.20
+    assert pki.validity_status(made["not-yet-valid"].cert, NOW) == "not_yet_valid"
+    for name in ("expired", "not-yet-valid", "untrusted-ca", "self-signed"):
+        assert made[name].endpoint_ids == [CTRL]
+        assert pki.cert_summary(made[name].cert)["san"]["ip"] == ["127.0.0.1"]
+    pki.verify_chain(made["good"], [ca], now=NOW, server_name="127.0.0.1")
+    with pytest.raises(CertificateInvalid):                                     # R-SEC.2
+        pki.verify_chain(made["untrusted-ca"], [ca], now=NOW)
+    assert made["self-signed"].cert.issuer == made["self-signed"].cert.subject
+    wrong = pki.cert_summary(made["wrong-san"].cert)                            # R-SEC.0a
+    assert wrong["endpoint_ids"] == [pki.wrong_endpoint_id(CTRL)]
+    assert wrong["san"]["dns"] == [pki.WRONG_DNS_NAME] and wrong["san"]["ip"] == [pki.WRONG_IP]
+    with pytest.raises(CertificateInvalid):   # it does not name the host the EUT dials
+        pki.verify_chain(made["wrong-san"], [ca], now=NOW, server_name="127.0.0.1")
+    assert made["no-san"].endpoint_ids == []
+    assert pki.cert_summary(made["no-san"].cert)["san"] == {"uri": [], "dns": [], "ip": []}
+
+
+def test_presentable_unknown_and_custom_ca(ca: CA, ctrl: Credential) -> None:
+    with pytest.raises(PKIError, match="choose one of"):
+        pki.presentable("rotten", ca=ca, good=ctrl, endpoint_id=CTRL)
+    other = pki.make_ca("other", now=NOW)
+    made = pki.presentable("untrusted-ca", ca=ca, good=ctrl, endpoint_id=CTRL, now=NOW,
+                           untrusted_ca=other)
+    assert made.chain == (other.cert,)
+
+
+_SHARED_CA = pki.make_ca("hypothesis CA", now=NOW)
+_SHARED_GOOD = pki.issue(_SHARED_CA, endpoint_id=CTRL, now=NOW)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=20))
+def test_presentable_rejects_any_other_name(name: str) -> None:
+    """Any name outside PRESENTABLE is a PKIError, never another exception."""
+    if name in pki.PRESENTABLE:
+        return
+    with pytest.raises(PKIError):
+        pki.presentable(name, ca=_SHARED_CA, good=_SHARED_GOOD, endpoint_id=CTRL)
+
+
+
+def test_ssl_context_check_time(ca: CA, ctrl: Credential) -> None:
+    """check_time=False sets OpenSSL's NO_CHECK_TIME flag (R-MTP.2, R-SEC.19)."""
+    assert not pki.ssl_context("client", None, [ca]).verify_flags & pki.NO_CHECK_TIME
+    for role in ("client", "server"):
+        ctx = pki.ssl_context(role, ctrl, [ca], check_time=False)  # type: ignore[arg-type]
+        assert ctx.verify_flags & pki.NO_CHECK_TIME
+
+
+@pytest.mark.parametrize("variant", ["expired", "not_yet_valid"])
+def test_tls_no_check_time_accepts_dates(live: dict[str, Any], variant: str) -> None:
+    """TP-469 2.6 / R-MTP.2: without absolute time the dates are not judged (the chain is)."""
+    sctx = pki.ssl_context("server", live["server"], [live["ca"]], check_time=False)
+    cctx = pki.ssl_context("client", live["neg"][variant], [live["ca"]])
+    server_seen, _ = _run(lambda: _handshake(sctx, cctx))
+    assert isinstance(server_seen, x509.Certificate)
+    cctx = pki.ssl_context("client", live["neg"]["untrusted_ca"], [live["ca"]])
+    server_seen, _ = _run(lambda: _handshake(sctx, cctx))
+    assert isinstance(server_seen, ssl.SSLCertVerificationError)

@@ -616,6 +616,40 @@ def test_establish_sends_an_empty_first_record() -> None:
     assert rec.session_context.session_id == 99
 
 
+def test_establish_record_goes_out_once() -> None:
+    """The Record establish() returns is not handed out again by the next poll."""
+    ctrl = SessionContext(CTRL, AGENT, rng=random.Random(9))
+    assert len(ctrl.establish(now=0)) == 1
+    events = ctrl.poll(0.5)
+    assert of(events, SessionStarted) and outgoing_records(events) == []
+
+
+def test_reconfigure_applies_to_the_running_session() -> None:
+    """TR-181 E2ESession changes: SessionExpiration counts for the current session
+    (TP-469 3.10), MaxRetransmitTries for the next request (TP-469 3.14), the record
+    size for the next Record; payload_security stays for the session (R-E2E.18)."""
+    ctrl, agent = pair(session_expiration=60, max_retransmit_tries=0)
+    deliver(ctrl.send(b"hello", now=0), agent, now=0)
+    [answer] = agent.send(b"answer", now=0)
+    agent.reconfigure(SessionConfig(session_expiration=5, max_retransmit_tries=1,
+                                    max_record_size=512, payload_security=TLS12))
+    assert agent.config.session_expiration == 5 and agent.chunk_size is not None
+    request = ctrl.send(b"again", now=1)[0]
+    request.session_context.retransmit_id = answer.session_context.sequence_id
+    [resent] = outgoing_records(agent.receive(request, now=1))
+    assert resent == answer
+    [later] = agent.send(b"x" * 10, now=2)
+    assert later.payload_security == PLAINTEXT  # fixed for this session
+    assert of(agent.poll(8), SessionExpired)  # 5 s after the last activity, not 60
+    [fresh] = agent.send(b"y", now=9)
+    assert fresh.payload_security == TLS12  # the next session takes the new value
+    with pytest.raises(ValueError, match="no room"):
+        SessionContext("a" * 600, "b").reconfigure(SessionConfig(max_record_size=512))
+    kept = SessionContext(CTRL, AGENT, SessionConfig(retired_session_history=4))
+    kept.reconfigure(SessionConfig(retired_session_history=2))
+    assert kept.config.retired_session_history == 2
+
+
 def test_restart_without_a_session_starts_one() -> None:
     event = SessionContext(CTRL, AGENT).restart(now=0)
     assert isinstance(event, SessionStarted) and len(event.records) == 1

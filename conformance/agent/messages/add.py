@@ -208,10 +208,14 @@ def _create_one(state: AgentState, ctx: RequestContext, requested: str, table: s
 
 def _required_failure(table: str, failures: list[ParamFailure],
                       failed: list[ParamFailure]) -> Failure:
-    # The instance was undone, so parameters are named under the table path.
+    # The instance was undone, so parameters are named under the table path. When every
+    # failed required parameter was refused for lack of permission, the creation itself
+    # was not permitted: 7006 rather than 7021 (R-SEC.1; TP-469 2.23, 2.24, 2.26).
     errs = [(table + f.param, f.code, f.message) for f in failures]
-    return Failure(errors.REQUIRED_PARAMETER_FAILED,
-                   f"{table}: required parameter failed: {describe(failed)}", errs)
+    code = (errors.PERMISSION_DENIED if failed and all(f.code == errors.PERMISSION_DENIED
+                                                       for f in failed)
+            else errors.REQUIRED_PARAMETER_FAILED)
+    return Failure(code, f"{table}: required parameter failed: {describe(failed)}", errs)
 
 
 def _agent_assigned(state: AgentState, ctx: RequestContext, batch: Batch, inst: str,

@@ -7,8 +7,9 @@ and serving every enabled ``Device.LocalAgent.Controller.{i}.MTP.{i}`` of the
 same protocol (its topic, destination or WebSocket URL).
 
 TLS: MQTT with ``TransportProtocol`` ``TLS``, STOMP and WebSocket with
-``EnableEncryption`` true use the agent's :class:`TLSMaterial` (its own
-certificate and the CAs it trusts).
+``EnableEncryption`` true use the agent's :class:`~conformance.agent.mtp.tls.TLSMaterial`
+(its own certificate, the CAs it trusts and whether it has absolute time; see
+:mod:`conformance.agent.mtp.tls`).
 """
 
 from __future__ import annotations
@@ -16,13 +17,18 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from conformance.agent.datamodel.store import Store
-from conformance.agent.mtp.backoff import MQTTRetry, STOMPRetry, UDSRetry, WebSocketRetry
+from conformance.agent.mtp.backoff import (
+    MQTTRetry,
+    STOMPRetry,
+    UDSRetry,
+    WebSocketRetry,
+)
 from conformance.agent.mtp.base import AgentMTP, ControllerRoute
-from conformance.agent.mtp.mqtt import MQTTClientConfig, MQTTMTP, MQTTSubscription
-from conformance.agent.mtp.stomp import STOMPConnectionConfig, STOMPMTP
+from conformance.agent.mtp.mqtt import MQTTMTP, MQTTClientConfig, MQTTSubscription
+from conformance.agent.mtp.stomp import STOMPMTP, STOMPConnectionConfig
+from conformance.agent.mtp.tls import TLSMaterial
 from conformance.agent.mtp.uds import UDSMTP
 from conformance.agent.mtp.websocket import WebSocketMTP, WSController, WSServerConfig
 from conformance.mtp.timeline import Timeline
@@ -33,14 +39,6 @@ CONTROLLER_TABLE = "Device.LocalAgent.Controller."
 
 class ModelError(ValueError):
     """The data model describes an MTP the agent cannot set up (names the path)."""
-
-
-@dataclass(frozen=True)
-class TLSMaterial:
-    """What the agent presents and trusts on TLS connections."""
-
-    client: Callable[[], ssl.SSLContext] | None = None   # for MQTT/STOMP/WS clients
-    server: Callable[[], ssl.SSLContext] | None = None   # for the WebSocket server
 
 
 def build_mtps(store: Store, endpoint_id: str, *, tls: TLSMaterial | None = None,

@@ -72,6 +72,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conformance.agent.faults import register
+from conformance.agent.mtp import tls as agent_tls
 from conformance.agent.mtp.backoff import Backoff, MQTTRetry, RetryPolicy
 from conformance.agent.mtp.base import (
     AgentMTP,
@@ -358,6 +359,8 @@ class MQTTMTP(AgentMTP):
 
     async def start(self) -> None:
         if self._task is None:
+            if self.ssl_context is not None:  # how the broker's certificate is judged
+                agent_tls.apply_faults(self.ssl_context, self.faults, server_side=False)
             self._loop = asyncio.get_running_loop()
             self._task = self._loop.create_task(self._run())
 

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from conformance.agent.faults import register
+from conformance.agent.mtp import tls as agent_tls
 from conformance.agent.mtp.backoff import Backoff, STOMPRetry
 from conformance.agent.mtp.base import (
     AgentMTP,
@@ -242,6 +243,8 @@ class STOMPMTP(AgentMTP):
     async def start(self) -> None:
         if self._task is not None:
             return
+        if self.ssl_context is not None:  # how the broker's certificate is judged
+            agent_tls.apply_faults(self.ssl_context, self.faults, server_side=False)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self, disconnect_record: bytes | Sequence[bytes] | None = None) -> None:

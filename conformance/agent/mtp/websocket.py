@@ -21,7 +21,8 @@ EnableEncryption through the server ``ssl_context``, KeepAliveInterval):
 requests for another path get 404; without ``v1.usp`` they are refused
 (R-WS.12a); the Controller's Endpoint ID comes from ``?eid=`` (R-WS.10b)
 and a second session with an Endpoint ID that already has one, in either
-role, is refused with 409 (R-WS.4). The answer always carries
+role, is refused with 409 (R-WS.4); over TLS a Controller whose certificate
+does not name that Endpoint ID is refused with 403 (R-SEC.0a, R-SEC.3). The answer always carries
 ``Sec-WebSocket-Extensions: bbf-usp-protocol; eid="<agent id>"`` with the
 value quoted (R-WS.11a, as deployed agents do).
 
@@ -29,6 +30,9 @@ On every new session the Agent sends the WebSocketConnect Record first
 (R-MTP.6, TP-469 7.10). Records go in binary messages, unfragmented
 (R-WS.14, R-WS.14a); fragmented ones are accepted (R-WS.14b); a received
 message that is not a USP Record closes the connection with 1003 (R-WS.16).
+Over TLS, a Record whose ``from_id`` the peer's certificate does not name is
+dropped (R-SEC.0a), and a Controller's server whose certificate names other
+Endpoint IDs is left at once (:mod:`conformance.agent.mtp.tls`).
 
 The ``ws.*`` faults registered here break one of these rules each (TP-469
 7.1 .. 7.12); ``self.faults`` is asked where the rule is applied.
@@ -47,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from conformance.agent.faults import register
+from conformance.agent.mtp import tls as agent_tls
 from conformance.agent.mtp.backoff import Backoff, RetryPolicy, WebSocketRetry
 from conformance.agent.mtp.base import (
     AgentMTP,
@@ -256,6 +261,10 @@ class WebSocketMTP(AgentMTP):
     async def start(self) -> None:
         if self._server is not None or self._tasks:
             return
+        if self.client_ssl_context is not None:  # how the peer's certificate is judged
+            agent_tls.apply_faults(self.client_ssl_context, self.faults, server_side=False)
+        if self.server_ssl_context is not None:
+            agent_tls.apply_faults(self.server_ssl_context, self.faults, server_side=True)
         if self.server_config is not None:
             cfg = self.server_config
             self._server = Server(self.name, self._handle, ssl_context=self.server_ssl_context,
@@ -314,6 +323,10 @@ class WebSocketMTP(AgentMTP):
                         decoded={"reason": "not a USP Record", "len": len(data)})
             code = 1002 if self.faults.on("ws.bad_record_wrong_close_code") else 1003
             self._spawn(peer.close(code, "cannot extract the USP Record", wait=self.close_timeout))
+            return
+        problem = agent_tls.record_problem(peer.conn, data, self.faults)
+        if problem is not None:  # R-SEC.0a: not from the Endpoint the certificate names
+            peer.record("ws.dropped", direction="local", decoded={"reason": problem})
             return
         self._deliver(data, Route(self.name, peer.conn_id, None, peer.remote_eid))
 
@@ -402,6 +415,11 @@ class WebSocketMTP(AgentMTP):
                     query: str | None, ctx: ssl.SSLContext | None) -> tuple[WSPeer, bytes]:
         conn = await open_connection(self.name, host, port, ssl_context=ctx,
                                      timeline=self.timeline, timeout=self.handshake_timeout)
+        problem = agent_tls.identity_problem(conn, route.endpoint_id, self.faults, required=False)
+        if problem is not None:  # the server's certificate names another Controller
+            await conn.close()
+            conn.record("conn.close", direction="out", note=problem)
+            raise ConnectionError(f"{route.address}: {problem}")
         extensions: list[Extension] | None = None
         if self.offer_extension:
             extensions = [(BBF_USP_EXTENSION, {"eid": self.endpoint_id})]
@@ -483,6 +501,11 @@ class WebSocketMTP(AgentMTP):
         eid = request.endpoint_id
         if not eid:  # R-WS.10b: nothing identifies the Controller
             return build_rejection(400, "Bad Request"), None
+        problem = agent_tls.identity_problem(conn, eid, self.faults, required=True)
+        if problem is not None:  # R-SEC.0a, R-SEC.3: the certificate is another Controller's
+            conn.record("ws.identity_refused", direction="in", decoded={"eid": eid},
+                        note=f"refused: {problem}")
+            return build_rejection(403, "Forbidden"), None
         busy = self._busy(eid) and not self.faults.on("ws.duplicate_sessions")
         if self.stopping or busy:  # R-WS.4
             conn.record("ws.duplicate_session", direction="in", decoded={"eid": eid},
