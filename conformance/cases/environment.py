@@ -5,7 +5,9 @@ Two async context managers, started once per run, share one base
 (:class:`_SuiteSide`) for everything that does not depend on who runs the
 EUT: the suite's server for an MTP with the controller identities on it
 (:func:`start_server`), dialing an agent's WebSocket server, waiting for the
-EUT's connect Record (R-MTP.8), ``close_connection`` and ``scenario``.
+EUT's connect Record (R-MTP.8), ``close_connection`` and ``scenario``; in TLS
+runs the ``tls_certificate`` scenario field (``mtp: any``) makes the suite
+present a good or broken certificate to the EUT (TP-469 2.6, 2.8, 4.1).
 
 * :class:`RunEnvironment`: the built-in reference Agent in-process over any
   MTP; its data model is pointed at the suite's server (run configuration

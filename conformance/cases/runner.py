@@ -140,6 +140,13 @@ class CaseRunner:
         lacking = [r for r in case.requires if r != "tls" and r not in env.offers]
         if lacking:
             return f"not applicable: the case needs a run with {', '.join(lacking)}"
+        uses_e2e = any(step.action == "controller" and isinstance(step.body, Mapping)
+                       and "e2e_security" in step.body
+                       for step in (*case.setup, *case.steps, *case.cleanup))
+        if uses_e2e and any(getattr(c, "e2e_pki", None) is None
+                            for c in env.controllers.values()):
+            return ("not applicable in this run: it has no E2E credentials for the EUT "
+                    "(the EUT's E2E trust anchors and the controllers' E2E certificates)")
         missing = [i for i in case.identities if i not in env.controllers]
         if missing:  # e.g. a second controller over an MTP where the run has one connection
             return (f"not applicable in this run: the case acts as the {', '.join(missing)} "

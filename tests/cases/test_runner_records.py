@@ -145,3 +145,22 @@ def test_record_steps_are_validated(tmp_path, body, problem):
     path = _case(tmp_path, f"metrics: {{1: x}}\nsteps:\n  - {body}\n")
     with pytest.raises(CaseSchemaError, match=problem):
         load_case(path)
+
+
+def test_e2e_cases_are_not_applicable_without_e2e_credentials(tmp_path):
+    """A run that has no E2E PKI (an external EUT) skips Feature 23 cases, never errors."""
+    from conformance.cases.runner import Environment
+    from conformance.controller.controller import Controller
+    from conformance.mtp.timeline import Timeline
+
+    path = _case(tmp_path, """
+        metrics: {1: x}
+        steps:
+          - controller: {e2e_security: {payload_security: TLS12}}
+          - send: {get: {param_paths: [Device.]}}
+            expect: {response: {get_resp: {}}, metrics: [1]}
+        """)
+    env = Environment(controllers={"primary": Controller("proto::c")}, agent_id="proto::a",
+                      timeline=Timeline())
+    result = asyncio.run(CaseRunner(load_case(path), env).run())
+    assert result.verdict == "skip" and "E2E credentials" in result.reason

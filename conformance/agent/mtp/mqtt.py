@@ -4,7 +4,8 @@ It drives a paho-mqtt client (``CallbackAPIVersion.VERSION2``): paho's
 network loop runs in its own thread; every paho callback is handed to the
 asyncio loop with ``loop.call_soon_threadsafe`` and handled there, so the
 Agent runtime only ever sees the event loop thread. The blocking TCP/TLS
-connect runs in an executor. One :class:`MQTTMTP` is one
+connect runs in an executor; the broker's certificate is judged as
+:mod:`conformance.agent.mtp.tls` says (chain, host name, dates). One :class:`MQTTMTP` is one
 ``Device.MQTT.Client.{i}`` (:class:`MQTTClientConfig`) used by one
 ``Device.LocalAgent.MTP.{i}.MQTT`` (``response_topic_configured``,
 ``publish_qos``).

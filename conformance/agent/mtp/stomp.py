@@ -2,7 +2,8 @@
 
 Built on the suite's sans-I/O codec (:mod:`conformance.mtp.stomp`) and
 :func:`conformance.mtp.transport.open_connection` (TLS through an
-``ssl.SSLContext``, R-STOMP.36). One :class:`STOMPMTP` is one
+``ssl.SSLContext``, R-STOMP.36; the server's certificate is judged as
+:mod:`conformance.agent.mtp.tls` says). One :class:`STOMPMTP` is one
 ``Device.STOMP.Connection.{i}`` used by one ``Device.LocalAgent.MTP.{i}.STOMP``:
 
 * connects with a ``STOMP`` frame (R-STOMP.2): ``accept-version:1.2``,
