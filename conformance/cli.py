@@ -103,7 +103,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         from conformance.agent.runtime import AgentRuntime, tls_material
 
         try:
-            tls = tls_material(config.certificate, config.private_key, config.trust)
+            tls = tls_material(config.certificate, config.private_key, config.trust,
+                               absolute_time=config.absolute_time)
             runtime = await AgentRuntime(config, tls=tls).start()
         except (ConfigError, ModelError, OSError) as exc:
             raise UserError(str(exc)) from None

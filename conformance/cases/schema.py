@@ -68,7 +68,10 @@ Steps (each a mapping with exactly one action):
   ``payload_security: PLAINTEXT``: signed no_session_context Records, no session) or
   ``{e2e_renegotiate: true}`` (ask for TLS renegotiation); restored at the end.
 * ``wait``: ``{seconds: n, reason: "..."}`` for timing procedures TP-469 prescribes.
-* ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server.
+* ``scenario``: ``{mtp: mqtt, set: {field: value}}`` on the suite's broker/server (``mtp: any``:
+  whichever one the run has); ``tls_certificate: expired|untrusted-ca|wrong-san|...|good``
+  makes the suite present that certificate on the MTP's TLS (the EUT's next connection meets
+  it; timeline events ``tls.scenario`` and ``tls.presented``).
 * ``python``: ``{action: name, args: {...}}`` a Python action registered under the
   ``usp_conformance.actions`` entry point group (called as ``action(runner, **args)``);
   built in: ``close_connection`` (drop the EUT's MTP connection).
